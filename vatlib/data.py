@@ -1,0 +1,270 @@
+"""MNIST-family data held in memory as uint8 tensors, verified before use, and the labelled split.
+
+Files are read from torchvision's layout, ``<root>/<name>/raw/<file>[.gz]``, so a folder made by
+``torchvision.datasets.MNIST(root, download=True)`` works as is. Every file is checked for
+structure (IDX magic number, dimensions, length, label range) and, where a reference digest is
+known, for content (SHA-256 for MNIST, which this repository ships; torchvision's MD5 of the
+archives for FashionMNIST and KMNIST).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+from typing import Dict, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "ImageData",
+    "Split",
+    "load_dataset",
+    "random_translate",
+    "sample_labelled",
+    "split_train",
+    "to_float",
+]
+
+DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
+PathLike = Union[str, Path]
+
+# (images file, labels file) per split; the same names for every member of the family.
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# SHA-256 of the four MNIST files, archived and decompressed (the files shipped under data/MNIST/raw).
+MNIST_SHA256 = {
+    "t10k-images-idx3-ubyte.gz": "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+    "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+    "train-images-idx3-ubyte.gz": "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+    "train-labels-idx1-ubyte.gz": "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+}
+
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # 0x0803: uint8, 3 dims; 0x0801: uint8, 1 dim
+NUM_CLASSES = 10
+
+
+class DataError(RuntimeError):
+    """A data file is missing, corrupt, truncated or not what it claims to be."""
+
+
+class ImageData(NamedTuple):
+    """A dataset in memory: images uint8 (N, 28, 28), labels int64 (N,)."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+class Split(NamedTuple):
+    """Disjoint indices into the training set: labelled, unlabelled and validation (int64, sorted)."""
+
+    labelled: torch.Tensor
+    unlabelled: torch.Tensor
+    validation: torch.Tensor
+
+
+def _reference_digests(name: str) -> Dict[str, Tuple[str, str]]:
+    """file name -> (algorithm, hex digest) for the files whose content we can check."""
+    if name == "MNIST":
+        return {f: ("sha256", h) for f, h in MNIST_SHA256.items()}
+    import torchvision.datasets as tvd  # torchvision publishes the MD5 of each archive
+
+    return {f: ("md5", h) for f, h in getattr(tvd, name).resources}
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find(raw: Path, stem: str) -> Optional[Path]:
+    """Prefer the decompressed file (torchvision extracts next to the archive), else the .gz."""
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path, magic: int, fix: str) -> np.ndarray:
+    """Parse an IDX file (optionally gzipped) into a uint8 array, checking its header and length."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read or decompressed ({e}). {fix}") from None
+    n_dims = magic & 0xFF
+    header = 4 + 4 * n_dims
+    if len(data) < header:
+        raise DataError(f"{path}: only {len(data)} bytes, too short for an IDX header. {fix}")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{path}: IDX magic number is {found}, expected {magic}; not an MNIST-format "
+                        f"{'image' if magic == IDX_IMAGES_MAGIC else 'label'} file. {fix}")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims)]
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        raise DataError(f"{path}: {len(data)} bytes but its header {dims} needs {expected} "
+                        f"(file truncated or padded). {fix}")
+    if n_dims == 3 and dims[1:] != [28, 28]:
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28. {fix}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _download(name: str, root: Path, raw: Path) -> None:
+    import torchvision.datasets as tvd
+
+    try:
+        for train in (True, False):
+            getattr(tvd, name)(str(root), train=train, download=True)
+    except Exception as e:  # network errors come in many types (URLError, socket errors, HTTP errors)
+        raise DataError(
+            f"{name} files not found in {raw} and the download failed ({type(e).__name__}: {e}). "
+            f"Put the four files {', '.join(s + '.gz' for pair in FILES.values() for s in pair)} in {raw}, "
+            f"or run once on a machine with network access."
+        ) from None
+
+
+def load_dataset(name: str = "MNIST", root: PathLike = "data", *, download: bool = True,
+                 verify: bool = True) -> ImageData:
+    """Load one of torchvision's MNIST family from ``<root>/<name>/raw/`` into memory.
+
+    Args:
+        name: "MNIST", "FashionMNIST" or "KMNIST".
+        root: folder holding ``<name>/raw/`` in torchvision's layout; files may be gzipped or not.
+        download: when files are missing, fetch them with torchvision (needs a network).
+        verify: check file digests against the reference ones (structure is always checked).
+            Turn off only for IDX files of your own.
+
+    Returns:
+        ImageData with train/test images uint8 (N, 28, 28) and labels int64 (N,).
+
+    Raises:
+        ValueError: unknown ``name``.
+        DataError: a file is missing (and could not be downloaded), corrupt, truncated, or fails
+            its digest; the message names the file, the failed check and what to do.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    root = Path(root)
+    raw = root / name / "raw"
+    stems = [s for pair in FILES.values() for s in pair]
+    if any(_find(raw, s) is None for s in stems):
+        if not download:
+            missing = [s for s in stems if _find(raw, s) is None]
+            raise DataError(f"{name} files missing in {raw}: {', '.join(missing)} (.gz or decompressed). "
+                            f"Copy them there, or pass download=True on a machine with network access.")
+        _download(name, root, raw)
+
+    digests = _reference_digests(name) if verify else {}
+    arrays = {}
+    for stem in stems:
+        path = _find(raw, stem)
+        fix = f"Delete {path} and copy a good {name} file there (or let torchvision download it)."
+        if path.name in digests:
+            algorithm, expected = digests[path.name]
+            found = _digest(path, algorithm)
+            if found != expected:
+                raise DataError(f"{path}: {algorithm.upper()} is {found}, expected {expected} for {name} "
+                                f"(file corrupt, truncated or from another dataset). {fix}")
+        magic = IDX_IMAGES_MAGIC if "images" in stem else IDX_LABELS_MAGIC
+        arrays[stem] = _read_idx(path, magic, fix)
+
+    out = {}
+    for split, (img_stem, lbl_stem) in FILES.items():
+        images, labels = arrays[img_stem], arrays[lbl_stem]
+        if len(images) != len(labels):
+            raise DataError(f"{raw}: {img_stem} has {len(images)} images but {lbl_stem} has "
+                            f"{len(labels)} labels. Replace the mismatched file.")
+        if labels.size and labels.max() >= NUM_CLASSES:
+            raise DataError(f"{_find(raw, lbl_stem)}: label {int(labels.max())} outside 0..{NUM_CLASSES - 1}. "
+                            f"Replace the file.")
+        # np.frombuffer views are read-only; copy into tensors we own.
+        out[split] = (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    return ImageData(name, *out["train"], *out["test"])
+
+
+def sample_labelled(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> torch.Tensor:
+    """Class-balanced labelled indices: ``per_class`` of each class, drawn by ``seed``, sorted.
+
+    Deterministic: the same labels, per_class and seed give the same indices on any machine
+    (a seeded CPU ``torch.Generator`` draws a permutation per class).
+
+    Example:
+        >>> labels = torch.arange(10).repeat(5)  # 5 of each class
+        >>> idx = sample_labelled(labels, per_class=2, seed=0)
+        >>> len(idx), torch.bincount(labels[idx]).tolist()
+        (20, [2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
+    """
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        pool = torch.nonzero(labels == c).flatten()
+        if len(pool) < per_class:
+            raise ValueError(f"per_class={per_class} but class {c} has only {len(pool)} examples")
+        chosen.append(pool[torch.randperm(len(pool), generator=gen)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def split_train(labels: torch.Tensor, per_class: int = 10, n_validation: int = 1000, seed: int = 0) -> Split:
+    """Partition the training set into labelled / unlabelled / validation indices (disjoint).
+
+    The labelled set is class-balanced (``sample_labelled``); the validation set is a uniform
+    random draw of ``n_validation`` from the rest, used only to choose checkpoints; everything
+    else is unlabelled. The test set is never part of this.
+    """
+    labelled = sample_labelled(labels, per_class, seed)
+    rest_mask = torch.ones(len(labels), dtype=torch.bool)
+    rest_mask[labelled] = False
+    rest = torch.nonzero(rest_mask).flatten()
+    if not 0 <= n_validation <= len(rest):
+        raise ValueError(f"n_validation must be in [0, {len(rest)}] (training examples left after the "
+                         f"labelled draw), got {n_validation}")
+    gen = torch.Generator().manual_seed(seed + 1_000_003)  # independent of the labelled draw
+    perm = rest[torch.randperm(len(rest), generator=gen)]
+    return Split(labelled, perm[n_validation:].sort().values, perm[:n_validation].sort().values)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255.0)
+
+
+def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Shift each image (N, H, W) by its own random integer offset in [-max_shift, max_shift]^2, zero fill.
+
+    Vectorised with one gather, so it costs about as much as a copy of the batch.
+    """
+    if max_shift == 0:
+        return images
+    n, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (N, H+2s, W+2s)
+    # Offsets are drawn on the CPU (where the seeded generator lives) and then moved.
+    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator).to(images.device)
+    rows = (shifts[0] + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
+    cols = (shifts[1] + torch.arange(w, device=images.device))[:, None, :]  # (N, 1, W)
+    return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]

@@ -1,0 +1,84 @@
+"""A small CNN for 28x28 grayscale digits.
+
+Every model here takes images scaled to [0, 1], shape (N, 1, 28, 28), and returns logits
+(N, num_classes). Normalisation happens inside the model, so callers never need to know the
+dataset statistics and VAT's eps is measured in plain pixel units.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import nn
+
+__all__ = ["ConvNet", "build_model", "MODELS"]
+
+# Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
+# a fixed affine map, so it changes nothing but the conditioning of the first layer.
+PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+
+
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    # bias=False: the BatchNorm shift makes a conv bias redundant.
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvNet(nn.Module):
+    """Conv-BN-ReLU blocks with max-pooling, global average pooling and a linear head.
+
+    Shapes for width w: (N,1,28,28) -> w @28 -> pool -> 2w @14 -> pool -> 4w @7 -> GAP -> (N, C).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        if num_classes < 2 or width < 1:
+            raise ValueError(f"ConvNet needs num_classes >= 2 and width >= 1, got {num_classes}, {width}")
+        self.num_classes, self.width = num_classes, width
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(1, w),
+            nn.MaxPool2d(2),  # 28 -> 14
+            _conv_bn(w, 2 * w),
+            _conv_bn(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 14 -> 7
+            _conv_bn(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),  # (N, 4w)
+        )
+        self.head = nn.Linear(4 * w, num_classes)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD), persistent=False)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, 4w): what the linear head sees."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype}")
+        return self.features((x - self.pixel_mean) / self.pixel_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+MODELS = {"convnet": ConvNet}
+
+
+def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:
+    """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=32)``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def model_spec(model: nn.Module) -> Dict[str, Any]:
+    """The plain-typed description that ``build_model(**spec)`` turns back into the same architecture."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return {"name": name, "num_classes": model.num_classes, "width": model.width}
+    raise ValueError(f"model of type {type(model).__name__} is not one of {sorted(MODELS)}")

@@ -1,0 +1,221 @@
+"""Virtual Adversarial Training (Miyato et al., 2016 / TPAMI 2018) and entropy minimisation.
+
+The local distributional smoothness (LDS) of a classifier at x is
+
+    LDS(x) = KL( p(y | x) || p(y | x + r_adv) ),   r_adv = argmax_{||r||_2 <= eps} KL(...)
+
+where p(y | x) is held fixed (detached). Near r = 0 the KL is ~ 0.5 r^T H r, so r_adv is eps times
+the top eigenvector of the Hessian H, found by power iteration with one finite difference per
+iteration:  d <- normalise( grad_r KL(p(x) || p(x + xi d)) ).
+
+Everything here works for any input shape (N, ...) and any model that returns logits (N, C).
+The perturbation passes leave the model exactly as they found it: no parameter gradient is
+computed, and every buffer (BatchNorm running statistics and counters, of any norm layer type)
+is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DEFAULT_XI",
+    "entropy_loss",
+    "EntropyLoss",
+    "l2_normalize",
+    "preserved_buffers",
+    "vat_loss",
+    "VATLoss",
+    "vat_perturbation",
+]
+
+# The paper's xi = 1e-6 is below float32 resolution for inputs in [0, 1]: ||xi d||_2 = 1e-6
+# spread over 784 pixels is ~4e-8 per pixel, under the 6e-8 spacing of float32 numbers near 1,
+# so x + xi d rounds back to x for most pixels and the "finite difference" is rounding noise.
+# With xi = 1e-2 the KL at x + xi d is still in its quadratic regime (eps used for training is
+# ~2-3), and in float32 the power-iteration direction agrees with the float64 one
+# (tests/test_vat.py::test_default_xi_float32_matches_float64 checks it on a CNN).
+DEFAULT_XI = 1e-2
+
+
+def l2_normalize(d: torch.Tensor) -> torch.Tensor:
+    """Scale each sample of ``d`` (N, ...) to unit L2 norm; all-zero samples stay zero.
+
+    Dividing by the max-abs first keeps the squared norm away from float underflow/overflow
+    (a gradient of 1e-30 or 1e30 still normalises correctly); clamping by the smallest normal
+    number means a zero sample gives 0 / tiny = 0, never NaN or inf.
+    """
+    flat = d.flatten(1)  # (N, D)
+    tiny = torch.finfo(flat.dtype).tiny
+    flat = flat / flat.abs().amax(dim=1, keepdim=True).clamp_min(tiny)
+    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(tiny)
+    return flat.view_as(d)
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer of ``model`` on exit (BatchNorm running stats, counters, ...).
+
+    Snapshotting all buffers, instead of special-casing BatchNorm classes, covers any norm
+    layer (BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm with running stats, user layers).
+    The restore writes through ``.data`` so that it does not bump autograd's version counter:
+    BatchNorm records its running stats for backward, and a bumped counter would make a graph
+    that went through the layer unusable. That is safe because train-mode backward uses the
+    batch statistics, and in eval mode the running stats were never changed.
+    """
+    saved = [(buf, buf.detach().clone()) for buf in model.buffers()]
+    try:
+        yield
+    finally:
+        for buf, value in saved:
+            buf.data.copy_(value)
+
+
+def _kl_div_logits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(p || q) from logits, (N, C) -> (N,). Zero when p == q, up to rounding."""
+    p_log = F.log_softmax(p_logits, dim=1)
+    q_log = F.log_softmax(q_logits, dim=1)
+    return (p_log.exp() * (p_log - q_log)).sum(dim=1)
+
+
+def _check_args(x: torch.Tensor, eps: float, xi: float, n_power: int) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (N, ...) with N >= 1 and at least one feature dim, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (images scaled to [0, 1]), got dtype {x.dtype}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (L2 radius of the perturbation), got {eps}")
+    if not xi > 0:
+        raise ValueError(f"xi must be > 0 (finite-difference step of the power iteration), got {xi}")
+    if int(n_power) != n_power or n_power < 1:
+        raise ValueError(f"n_power must be an integer >= 1 (power iterations), got {n_power}")
+
+
+def _clean_logits(model: nn.Module, x: torch.Tensor, logits: Optional[torch.Tensor]) -> torch.Tensor:
+    if logits is None:
+        with torch.no_grad():
+            logits = model(x)
+    elif logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise ValueError(f"logits must have shape (N, C) with N = {x.shape[0]}, got {tuple(logits.shape)}")
+    return logits.detach()
+
+
+def vat_perturbation(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    xi: float = DEFAULT_XI,
+    n_power: int = 1,
+    logits: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Virtual adversarial perturbation r_adv of ``x``: same shape as ``x``, L2 norm ``eps`` per sample.
+
+    Args:
+        model: maps x (N, ...) to logits (N, C). Used in whatever mode it is in; its
+            parameters' ``.grad`` and all its buffers are left untouched.
+        x: inputs (N, ...), floating point.
+        eps: L2 norm of the returned perturbation, per sample.
+        xi: finite-difference step of the power iteration (see ``DEFAULT_XI``).
+        n_power: number of power iterations (1 is the paper's choice and usually enough).
+        logits: clean logits ``model(x)`` (N, C) if already computed; they are detached. They
+            must come from a pass like the perturbed ones (same batch, same mode), or the KL is
+            not minimal at r = 0 and the direction is biased.
+
+    Returns:
+        r_adv (N, ...), detached. A sample whose KL gradient is exactly zero (e.g. a saturated
+        or constant model) keeps its random direction, so the norm is always ``eps``.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> r = vat_perturbation(model, torch.rand(5, 1, 2, 2), eps=2.0)
+        >>> r.shape, bool(torch.allclose(r.flatten(1).norm(dim=1), torch.full((5,), 2.0)))
+        (torch.Size([5, 1, 2, 2]), True)
+    """
+    _check_args(x, eps, xi, n_power)
+    x = x.detach()
+    with preserved_buffers(model):
+        p_logits = _clean_logits(model, x, logits)
+        d = l2_normalize(torch.randn_like(x))
+        for _ in range(int(n_power)):
+            d.requires_grad_(True)
+            with torch.enable_grad():
+                kl = _kl_div_logits(p_logits, model(x + xi * d)).sum()
+                # Only the input gradient: autograd.grad w.r.t. d prunes the weight-gradient
+                # computations and never touches parameter .grad.
+                (grad,) = torch.autograd.grad(kl, d)
+            new_d = l2_normalize(grad.detach())
+            # Zero gradient for a sample -> keep its previous (random) direction.
+            nonzero = new_d.flatten(1).abs().amax(dim=1) > 0
+            d = torch.where(nonzero.view(-1, *([1] * (x.dim() - 1))), new_d, d.detach())
+    return eps * d
+
+
+def vat_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    xi: float = DEFAULT_XI,
+    n_power: int = 1,
+    logits: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Local distributional smoothness: mean over the batch of KL(p(x) || p(x + r_adv)).
+
+    Gradients flow into the model through the perturbed pass only; p(x) is a fixed target.
+    Arguments are those of :func:`vat_perturbation`. Buffers are unchanged by every pass made here.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> loss = vat_loss(model, torch.rand(5, 1, 2, 2), eps=2.0)
+        >>> loss.dim(), bool(loss >= 0)
+        (0, True)
+    """
+    _check_args(x, eps, xi, n_power)
+    p_logits = _clean_logits(model, x.detach(), logits)
+    r_adv = vat_perturbation(model, x, eps=eps, xi=xi, n_power=n_power, logits=p_logits)
+    with preserved_buffers(model):
+        q_logits = model(x.detach() + r_adv)
+    return _kl_div_logits(p_logits, q_logits).mean()
+
+
+class VATLoss(nn.Module):
+    """Module wrapper of :func:`vat_loss`: ``VATLoss(eps=2.5)(model, x, logits=None)``."""
+
+    def __init__(self, eps: float, xi: float = DEFAULT_XI, n_power: int = 1) -> None:
+        super().__init__()
+        _check_args(torch.zeros(1, 1), eps, xi, n_power)
+        self.eps, self.xi, self.n_power = eps, xi, n_power
+
+    def forward(self, model: nn.Module, x: torch.Tensor, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return vat_loss(model, x, eps=self.eps, xi=self.xi, n_power=self.n_power, logits=logits)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, xi={self.xi}, n_power={self.n_power}"
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean prediction entropy H(p(y|x)) of logits (N, C), in nats; minimising it sharpens predictions.
+
+    Example:
+        >>> float(entropy_loss(torch.zeros(2, 4))) == float(torch.log(torch.tensor(4.0)))
+        True
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
+class EntropyLoss(nn.Module):
+    """Module wrapper of :func:`entropy_loss`."""
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return entropy_loss(logits)
