@@ -37,8 +37,9 @@ def library_versions() -> Dict[str, str]:
 
     from . import __version__
 
-    return {"vatlib": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading rightly refuses.
+    return {"vatlib": str(__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "numpy": str(numpy.__version__), "python": platform.python_version()}
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
@@ -96,9 +97,9 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only=True refuses any pickled callable/class before running it.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
         raise CheckpointError(f"{path}: refused to load: it holds pickled objects other than tensors and "
-                              f"plain containers (possibly executable code), which are never run. ({first})") from None
+                              f"plain containers (possibly executable code), which are never run. {detail}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
@@ -114,10 +115,10 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
 def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuild the model a checkpoint describes, load its weights, and return it in eval mode.
 
-    Example:
-        >>> model = load_model("best_model.pth")  # doctest: +SKIP
-        >>> model(torch.rand(8, 1, 28, 28)).shape  # doctest: +SKIP
-        torch.Size([8, 10])
+    Example::
+
+        model = load_model("best_model.pth")
+        logits = model(images)  # images (N, 1, 28, 28) in [0, 1] -> logits (N, 10)
     """
     ckpt = load_checkpoint(path)
     spec = dict(ckpt["model"])

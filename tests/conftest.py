@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny IDX datasets written by the tests themselves, and the shipped MNIST."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_MNIST = REPO / "data" / "MNIST" / "raw"
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file (magic 0x08 0x<ndim>, big-endian dims, data)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.tobytes()
+
+
+def synthetic_digits(n: int, seed: int, noise: float = 0.3):
+    """n images (n, 28, 28) uint8 in 10 classes, told apart by shape as digits are.
+
+    Class c is a fixed random 8x8 binary template (the same for every seed), drawn at a random
+    position in the middle of the image with random intensity, on uniform noise.
+    """
+    templates = np.random.default_rng(1234).random((10, 8, 8)) < 0.5
+    g = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    g.shuffle(labels)
+    images = g.random((n, 28, 28)) * noise
+    for i, c in enumerate(labels):
+        r, col = g.integers(6, 15, size=2)
+        images[i, r:r + 8, col:col + 8] += templates[c] * (0.5 + 0.5 * g.random())
+    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_idx_dataset(root: Path, name: str = "KMNIST", n_train: int = 600, n_test: int = 200,
+                      gz: bool = True, seed: int = 0) -> Path:
+    """Write a synthetic dataset in torchvision's layout under root/name/raw and return root."""
+    raw = root / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = synthetic_digits(n_train, seed)
+    xte, yte = synthetic_digits(n_test, seed + 1)
+    for stem, arr in [("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
+                      ("t10k-images-idx3-ubyte", xte), ("t10k-labels-idx1-ubyte", yte)]:
+        data = idx_bytes(arr)
+        if gz:
+            (raw / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (raw / stem).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    return write_idx_dataset(tmp_path)
+
+
+@pytest.fixture
+def tiny_data(tiny_root):
+    from vatlib import load_dataset
+
+    return load_dataset("KMNIST", tiny_root, verify=False, download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from vatlib import load_dataset
+
+    return load_dataset("MNIST", REPO / "data", download=False)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

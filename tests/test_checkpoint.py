@@ -1,0 +1,109 @@
+"""Checkpoints: round trip, atomic writes, and clear errors for bad files."""
+
+import os
+
+import pytest
+import torch
+
+from vatlib import CheckpointError, ConvNet, load_checkpoint, load_model, save_checkpoint
+from vatlib import checkpoint as ckpt_module
+
+
+def _save(path, model=None, **kw):
+    model = model or ConvNet(width=4)
+    args = dict(config={"seed": 0, "eps": 3.0}, labelled_indices=torch.arange(10), step=5, val_acc=0.5, test_acc=0.25)
+    args.update(kw)
+    save_checkpoint(path, model, **args)
+    return model
+
+
+def test_round_trip_restores_outputs_and_metadata(tmp_path):
+    model = ConvNet(width=4)
+    model.train()
+    model(torch.rand(16, 1, 28, 28))  # move BN running stats off their defaults
+    model.eval()
+    path = tmp_path / "m.pth"
+    _save(path, model, validation_indices=torch.arange(10, 20))
+    loaded = load_model(path)
+    assert not loaded.training
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+    ck = load_checkpoint(path)
+    assert ck["model"] == {"name": "convnet", "num_classes": 10, "width": 4}
+    assert ck["config"] == {"seed": 0, "eps": 3.0} and ck["step"] == 5
+    assert ck["val_acc"] == 0.5 and ck["test_acc"] == 0.25
+    assert torch.equal(ck["labelled_indices"], torch.arange(10))
+    assert torch.equal(ck["validation_indices"], torch.arange(10, 20))
+    assert set(ck["versions"]) == {"vatlib", "torch", "torchvision", "numpy", "python"}
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_model(tmp_path / "nope.pth")
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{path}: not a readable PyTorch checkpoint"):
+        load_model(path)
+
+
+def test_random_bytes_and_foreign_objects(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_model(junk)
+    plain = tmp_path / "plain.pth"
+    torch.save({"weights": torch.zeros(3)}, plain)  # a valid torch file, but not ours
+    with pytest.raises(CheckpointError, match="not a vatlib checkpoint"):
+        load_model(plain)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > " + str(self.target),))
+
+
+def test_pickled_code_is_refused_not_run(tmp_path):
+    target = tmp_path / "pwned.txt"
+    boom = _Boom()
+    boom.target = target
+    path = tmp_path / "evil.pth"
+    torch.save({"format": ckpt_module.FORMAT, "payload": boom}, path)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_model(path)
+    assert not target.exists(), "the pickled payload was executed"
+
+
+def test_architecture_mismatch_names_it(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path, ConvNet(width=4))
+    ck = torch.load(path, weights_only=True)
+    ck["model"]["width"] = 8  # the weights are width 4
+    torch.save(ck, path)
+    with pytest.raises(CheckpointError, match="do not fit the architecture"):
+        load_model(path)
+    ck["model"] = {"name": "resnet"}
+    torch.save(ck, path)
+    with pytest.raises(CheckpointError, match="cannot build the model"):
+        load_model(path)
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "best.pth"
+    first = _save(path, step=1)
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(path, ConvNet(width=4), step=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert torch.equal(load_model(path).head.weight, first.head.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pth"], "temporary file left behind"

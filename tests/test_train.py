@@ -1,0 +1,109 @@
+"""End-to-end training on tiny synthetic data, config validation, and the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from vatlib import TrainConfig, evaluate, load_checkpoint, load_model, train
+from vatlib.__main__ import main
+
+
+def tiny_config(tmp_path, **kw):
+    # One thread: tiny convolutions only lose to threading overhead (and CI may share the machine).
+    cfg = dict(dataset="KMNIST", per_class=3, n_validation=60, steps=100, batch_labelled=16, batch_unlabelled=32,
+               width=8, eval_every=20, out=str(tmp_path / "run"), progress=False, device="cpu", lr=1e-2,
+               num_threads=1, entmin_weight=0.0)  # entropy minimisation from step 1 collapses a 100-step toy run
+    cfg.update(kw)
+    return TrainConfig(**cfg)
+
+
+def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_data):
+    cfg = tiny_config(tmp_path)
+    result = train(cfg, data=tiny_data)
+    assert [h["step"] for h in result.history] == [20, 40, 60, 80, 100]
+    assert result.final["test_acc"] > 0.7, result.history  # chance is 0.1
+    assert all(h["loss_vat"] > 0 for h in result.history)
+    # The kept checkpoint is the best on validation, and reloads to the same test accuracy.
+    best_val = max(h["val_acc"] for h in result.history)
+    assert result.best["val_acc"] == best_val
+    ck = load_checkpoint(result.checkpoint)
+    assert ck["step"] == result.best["step"] and ck["val_acc"] == best_val
+    assert ck["config"]["dataset"] == "KMNIST" and len(ck["labelled_indices"]) == 30
+    model = load_model(result.checkpoint)
+    assert evaluate(model, tiny_data.test_images, tiny_data.test_labels) == pytest.approx(ck["test_acc"])
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg.to_dict()
+
+
+def test_supervised_only_mode_uses_no_unlabelled_loss(tmp_path, tiny_data):
+    result = train(tiny_config(tmp_path, vat_weight=0.0, entmin_weight=0.0), data=tiny_data)
+    assert all(h["loss_vat"] == 0 and h["loss_ent"] == 0 for h in result.history)
+    assert result.final["test_acc"] > 0.5
+
+
+def test_entropy_minimisation_term_is_trained(tmp_path, tiny_data):
+    result = train(tiny_config(tmp_path, steps=40, entmin_weight=0.5, rampup_steps=20), data=tiny_data)
+    assert all(h["loss_ent"] > 0 for h in result.history)
+    assert result.history[-1]["loss_ent"] < result.history[0]["loss_ent"]
+
+
+def test_same_seeds_same_run_and_data_seed_moves_the_split(tmp_path, tiny_data):
+    a = train(tiny_config(tmp_path, steps=20, out=""), data=tiny_data)
+    b = train(tiny_config(tmp_path, steps=20, out=""), data=tiny_data)
+    assert a.history == [dict(h, time_s=a.history[i]["time_s"]) for i, h in enumerate(b.history)]
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.checkpoint is None  # out="" writes nothing
+    c = train(tiny_config(tmp_path, steps=20, data_seed=1, out=str(tmp_path / "c")), data=tiny_data)
+    d = train(tiny_config(tmp_path, steps=20, data_seed=2, out=str(tmp_path / "d")), data=tiny_data)
+    assert not torch.equal(load_checkpoint(c.checkpoint)["labelled_indices"],
+                           load_checkpoint(d.checkpoint)["labelled_indices"])
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("eps", 0.0, "> 0"), ("xi", -1e-3, "> 0"), ("n_power", 0, "integer >= 1"), ("steps", 0, "integer >= 1"),
+    ("dataset", "CIFAR10", "one of"), ("device", "tpu", "allowed"), ("ema_decay", 1.0, "ema_decay < 1"),
+    ("vat_weight", -1.0, ">= 0"), ("max_shift", 20, "0..13"),
+])
+def test_invalid_config_names_field_value_and_range(field, value, allowed):
+    with pytest.raises(ValueError) as e:
+        TrainConfig(**{field: value}).validate()
+    msg = str(e.value)
+    assert field in msg and repr(value) in msg and allowed in msg, msg
+
+
+def test_cuda_device_unavailable_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="not available"):
+        TrainConfig(device="cuda").validate()
+
+
+def test_cli_train_then_evaluate_on_shipped_mnist(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "--steps", "30", "--eval-every", "15", "--batch-unlabelled", "32", "--width", "8",
+                 "--out", str(out), "--no-progress", "--data-root", str(REPO / "data")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test accuracy:" in text and "best on validation: step" in text
+    ck = load_checkpoint(out / "best.pth")
+    assert ck["config"]["steps"] == 30 and ck["config"]["width"] == 8
+    code = main(["evaluate", str(out / "best.pth"), "--data-root", str(REPO / "data")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert f"test accuracy: {ck['test_acc']:.2%}" in text  # recomputed equals recorded
+    assert text.count("%") >= 12  # overall + recorded + ten classes
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vatlib", "train", "--eps", "-1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "TrainConfig.eps=-1.0 is invalid" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "vatlib", "evaluate", str(tmp_path / "missing.pth")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "no such checkpoint file" in proc.stderr
