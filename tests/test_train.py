@@ -99,6 +99,14 @@ def test_cli_train_then_evaluate_on_shipped_mnist(tmp_path, capsys):
     assert text.count("%") >= 12  # overall + recorded + ten classes
 
 
+def test_every_config_field_has_a_reason_shown_in_cli_help():
+    from vatlib.__main__ import _field_comments
+
+    comments = _field_comments()
+    missing = [f.name for f in __import__("dataclasses").fields(TrainConfig) if not comments.get(f.name)]
+    assert missing == []
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vatlib", "train", "--eps", "-1", "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=REPO)

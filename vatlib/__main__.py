@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import sys
 import time
 from typing import List, Optional
@@ -19,17 +21,24 @@ from .data import DataError, load_dataset
 from .train import TrainConfig, predict, resolve_device, train
 
 
+def _field_comments() -> dict:
+    """The trailing ``# reason`` comment of each TrainConfig field, used as its --help text."""
+    source = inspect.getsource(TrainConfig)
+    return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", source, re.MULTILINE))
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
+    comments = _field_comments()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        help_text = comments.get(field.name, "").replace("%", "%%")
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=f"(default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
             parser.add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(),
-                                help=f"(default: {default})")
+                                help=help_text)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

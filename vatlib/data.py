@@ -138,7 +138,7 @@ def _download(name: str, root: Path, raw: Path) -> None:
             getattr(tvd, name)(str(root), train=train, download=True)
     except Exception as e:  # network errors come in many types (URLError, socket errors, HTTP errors)
         raise DataError(
-            f"{name} files not found in {raw} and the download failed ({type(e).__name__}: {e}). "
+            f"{name} files not found in {raw} and the download failed ({type(e).__name__}: {' '.join(str(e).split())}). "
             f"Put the four files {', '.join(s + '.gz' for pair in FILES.values() for s in pair)} in {raw}, "
             f"or run once on a machine with network access."
         ) from None
