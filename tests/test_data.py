@@ -183,3 +183,24 @@ def test_random_translate_shifts_within_bounds():
     assert out.sum(dim=(1, 2)).eq(255).all()  # the pixel moved, never lost
     assert set(rows.tolist()) == set(range(11, 16)) and set(cols.tolist()) == set(range(11, 16))
     assert torch.equal(random_translate(img, 0, gen), img)
+
+
+def test_random_affine_identity_and_bounds():
+    from conftest import synthetic_digits
+
+    from vatlib import random_affine, to_float
+
+    x, _ = synthetic_digits(16, 0)
+    img = torch.from_numpy(x)
+    # No transform: exactly the input (bilinear sampling at pixel centres).
+    assert torch.allclose(random_affine(img, 0, 0, 0), to_float(img), atol=1e-5)
+    # A centred blob rotated/scaled/shifted: its centre of mass moves by at most the shift (+ rounding).
+    blob = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    blob[:, 12:16, 12:16] = 255
+    out = random_affine(blob, 2, 30, 0.2, torch.Generator().manual_seed(0))[:, 0]
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = out.sum(dim=(1, 2))
+    cy, cx = (out * ys).sum(dim=(1, 2)) / mass, (out * xs).sum(dim=(1, 2)) / mass
+    assert ((cy - 13.5).abs() <= 2.05).all() and ((cx - 13.5).abs() <= 2.05).all()
+    assert (cy - 13.5).abs().max() > 1.0  # and it does move
+    assert out.min() >= 0 and out.max() <= 1

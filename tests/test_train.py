@@ -99,6 +99,20 @@ def test_cli_train_then_evaluate_on_shipped_mnist(tmp_path, capsys):
     assert text.count("%") >= 12  # overall + recorded + ten classes
 
 
+def test_cli_preset_then_explicit_flags_override(monkeypatch):
+    import vatlib.__main__ as cli
+    from vatlib import PRESETS
+
+    seen = []
+    monkeypatch.setattr(cli, "train", lambda cfg: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["train", "--preset", "best", "--eps", "0.5", "--no-progress"]) == 130
+    assert seen[0].steps == PRESETS["best"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/best"
+    assert main(["train", "--supervised-only", "--steps", "9"]) == 130
+    assert (seen[1].vat_weight, seen[1].entmin_weight, seen[1].steps, seen[1].out) == (0.0, 0.0, 9, "runs/supervised")
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "nope"])
+
+
 def test_every_config_field_has_a_reason_shown_in_cli_help():
     from vatlib.__main__ import _field_comments
 

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, load_dataset
-from .train import TrainConfig, predict, resolve_device, train
+from .train import PRESETS, TrainConfig, predict, preset_config, resolve_device, train
 
 
 def _field_comments() -> dict:
@@ -33,19 +33,22 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        help_text = comments.get(field.name, "").replace("%", "%%")
+        help_text = f"{comments.get(field.name, '')} (default: {default})".replace("%", "%%")
+        # SUPPRESS: only flags given on the command line reach the namespace, so they can override a preset.
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(),
-                                help=help_text)
+            parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
+                                metavar=type(default).__name__.upper(), help=help_text)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    given = {k: v for k, v in vars(args).items() if k in fields}
     if args.supervised_only:
-        cfg.vat_weight, cfg.entmin_weight = 0.0, 0.0
+        given.update(vat_weight=0.0, entmin_weight=0.0)
+    given.setdefault("out", "runs/supervised" if args.supervised_only else f"runs/{args.preset}")
+    cfg = preset_config(args.preset, **given)
     cfg.validate()
     device = resolve_device(cfg.device)
     print(f"vatlib train: {cfg.dataset}, {cfg.per_class} labels/class, "
@@ -83,8 +86,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vatlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train a model (defaults: the shipped VAT recipe)",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p_train = sub.add_parser("train", help="train a model (defaults: the shipped VAT recipe)")
+    p_train.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                         help="named recipe; other flags override it (default: default)")
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
                          help="baseline: cross-entropy on the labelled images only (sets vat/entmin weights to 0)")

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import save_checkpoint
-from .data import DATASETS, ImageData, load_dataset, random_translate, split_train, to_float
+from .data import DATASETS, ImageData, load_dataset, random_affine, random_translate, split_train, to_float
 from .model import MODELS, build_model
 from .vat import DEFAULT_XI, entropy_loss, vat_loss
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "predict", "resolve_device", "train"]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "evaluate", "predict", "preset_config", "resolve_device", "train"]
 
 
 @dataclass
@@ -57,6 +57,8 @@ class TrainConfig:
     entmin_weight: float = 1.0  # entropy minimisation on unlabelled predictions (0 = off): +1.1 points at 2k steps
     rampup_steps: int = 0  # unsupervised weights ramp up linearly over these steps (0 = full weight from step 1)
     max_shift: int = 2  # random translation of every image by up to this many pixels (0 = no augmentation)
+    max_rotate: float = 0.0  # random rotation in degrees; > 0 (or max_scale > 0) switches to bilinear affine augmentation
+    max_scale: float = 0.0  # random zoom by up to this fraction (0.1 = 0.9x to 1.1x)
     ema_decay: float = 0.99  # evaluate/save an exponential moving average of the weights (0 = raw weights)
     # bookkeeping
     eval_every: int = 250  # steps between validation/test evaluations (and checkpoint choices)
@@ -85,10 +87,27 @@ class TrainConfig:
             need(getattr(self, field) >= 0 and math.isfinite(getattr(self, field)), field, "a finite number >= 0")
         need(0 <= self.ema_decay < 1, "ema_decay", "0 <= ema_decay < 1")
         need(self.max_shift < 14, "max_shift", "0..13 pixels")
+        need(0 <= self.max_rotate <= 180, "max_rotate", "0..180 degrees")
+        need(0 <= self.max_scale < 1, "max_scale", "0 <= max_scale < 1")
         resolve_device(self.device)  # raises ValueError for a bad device
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Named recipes: overrides on TrainConfig's defaults. "default" is what `python -m vatlib train` runs;
+# "best" is the longer recipe best_model.pth is trained with (`python -m vatlib train --preset best`).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "default": {},
+    "best": dict(steps=12000, eval_every=500),
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> "TrainConfig":
+    """TrainConfig of a named preset, with keyword overrides on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
 
 
 class TrainResult(NamedTuple):
@@ -205,9 +224,14 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
     use_unlabelled = (cfg.vat_weight > 0 or cfg.entmin_weight > 0) and len(unlabelled) > 0
 
+    affine = cfg.max_rotate > 0 or cfg.max_scale > 0
+
     def batch(indices: torch.Tensor, size: int) -> torch.Tensor:
         pick = indices[torch.randint(len(indices), (size,), generator=gen).to(device)]
-        x = to_float(random_translate(train_images[pick], cfg.max_shift, gen))
+        if affine:
+            x = random_affine(train_images[pick], cfg.max_shift, cfg.max_rotate, cfg.max_scale, gen)
+        else:  # integer shifts: exact pixels, no interpolation blur
+            x = to_float(random_translate(train_images[pick], cfg.max_shift, gen))
         return x.contiguous(memory_format=memory_format), pick
 
     history: List[Dict[str, float]] = []

@@ -1,0 +1,39 @@
+"""The benchmark's naive VAT reference computes the same loss as vatlib (so the timing compares like with like)."""
+
+import importlib.util
+
+import torch
+from torch import nn
+
+from conftest import REPO
+from vatlib import vat_loss
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "benchmarks" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_naive_reference_matches_vat_loss():
+    bench = _benchmark_module()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).double()
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    torch.manual_seed(1)
+    naive = bench.naive_vat_loss(model, x, eps=1.0, xi=1e-6)
+    assert all(p.grad is None for p in model.parameters())  # it cleaned up after its full backward
+    torch.manual_seed(1)
+    ours = vat_loss(model, x, eps=1.0, xi=1e-6)
+    assert torch.allclose(naive, ours, rtol=1e-9), (naive, ours)
+
+
+def test_accuracy_table_formats_mean_and_std():
+    bench = _benchmark_module()
+    machine = {"cpu": "cpu", "cores": "2", "threads": "2", "torch": "t", "torchvision": "v"}
+    records = [{"method": "vat", "draw": d, "best": {"test_acc": a}, "final": {"test_acc": a - 0.01},
+                "train_s": 100.0, "steps": 10, "steps_per_s": 0.1, "machine": machine}
+               for d, a in enumerate([0.98, 0.99, 1.0])]
+    table = bench.accuracy_table(records, ["vat"])
+    assert "| vat | 3 | 98.00 99.00 100.00 | 99.00 ± 1.00 | 98.00 ± 1.00 | 100 | 10 | 0.1 | 2 |" in table
