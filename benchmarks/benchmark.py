@@ -36,8 +36,8 @@ from vatlib.vat import _kl_div_logits, l2_normalize  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
 METHODS: Dict[str, tuple] = {
-    "supervised": ("default", dict(vat_weight=0.0, entmin_weight=0.0)),  # same labels, model, augmentation, steps
-    "vat": ("default", dict(entmin_weight=0.0)),  # VAT alone
+    "supervised": ("default", dict(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0)),  # same labels, model, augmentation, steps
+    "vat": ("default", dict(entmin_weight=0.0, balance_weight=0.0)),  # VAT alone
     "default": ("default", {}),  # VAT + entropy minimisation
     "best": ("best", {}),  # the recipe best_model.pth is trained with
 }

@@ -41,13 +41,14 @@ def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_dat
 
 def test_supervised_only_mode_uses_no_unlabelled_loss(tmp_path, tiny_data):
     result = train(tiny_config(tmp_path, vat_weight=0.0, entmin_weight=0.0), data=tiny_data)
-    assert all(h["loss_vat"] == 0 and h["loss_ent"] == 0 for h in result.history)
+    assert all(h["loss_vat"] == 0 and h["loss_ent"] == 0 and h["loss_bal"] == 0 for h in result.history)
     assert result.final["test_acc"] > 0.5
 
 
-def test_entropy_minimisation_term_is_trained(tmp_path, tiny_data):
-    result = train(tiny_config(tmp_path, steps=40, entmin_weight=0.5, rampup_steps=20), data=tiny_data)
-    assert all(h["loss_ent"] > 0 for h in result.history)
+def test_entropy_minimisation_and_balance_terms_are_trained(tmp_path, tiny_data):
+    result = train(tiny_config(tmp_path, steps=40, entmin_weight=0.5, balance_weight=0.5, rampup_steps=20),
+                   data=tiny_data)
+    assert all(h["loss_ent"] > 0 and h["loss_bal"] > 0 for h in result.history)
     assert result.history[-1]["loss_ent"] < result.history[0]["loss_ent"]
 
 
@@ -108,7 +109,8 @@ def test_cli_preset_then_explicit_flags_override(monkeypatch):
     assert main(["train", "--preset", "best", "--eps", "0.5", "--no-progress"]) == 130
     assert seen[0].steps == PRESETS["best"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/best"
     assert main(["train", "--supervised-only", "--steps", "9"]) == 130
-    assert (seen[1].vat_weight, seen[1].entmin_weight, seen[1].steps, seen[1].out) == (0.0, 0.0, 9, "runs/supervised")
+    assert (seen[1].vat_weight, seen[1].entmin_weight, seen[1].balance_weight) == (0.0, 0.0, 0.0)
+    assert (seen[1].steps, seen[1].out) == (9, "runs/supervised")
     with pytest.raises(SystemExit):
         main(["train", "--preset", "nope"])
 

@@ -238,3 +238,16 @@ def test_entropy_loss_known_values():
     assert entropy_loss(torch.tensor([[100.0, 0.0, 0.0]])) < 1e-30
     with pytest.raises(ValueError):
         entropy_loss(torch.zeros(5))
+
+
+def test_balance_loss_known_values_and_direction():
+    from vatlib import balance_loss
+
+    assert balance_loss(torch.zeros(5, 4)).abs() < 1e-7  # uniform predictions
+    one_class = torch.tensor([[20.0, 0.0, 0.0, 0.0]]).repeat(6, 1)
+    assert torch.isclose(balance_loss(one_class), torch.log(torch.tensor(4.0)), atol=1e-6)
+    # Balanced but confident predictions are fine: only the marginal matters.
+    assert balance_loss(torch.eye(4) * 30).abs() < 1e-6
+    logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 2.0]], requires_grad=True)
+    balance_loss(logits).backward()
+    assert (logits.grad[:, 0] > 0).all() and (logits.grad[:, 1] < 0).all()  # descent lowers class 0, raises 1

@@ -46,7 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields}
     if args.supervised_only:
-        given.update(vat_weight=0.0, entmin_weight=0.0)
+        given.update(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0)
     given.setdefault("out", "runs/supervised" if args.supervised_only else f"runs/{args.preset}")
     cfg = preset_config(args.preset, **given)
     cfg.validate()
@@ -91,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          help="named recipe; other flags override it (default: default)")
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
-                         help="baseline: cross-entropy on the labelled images only (sets vat/entmin weights to 0)")
+                         help="baseline: cross-entropy on the labelled images only (sets the vat, entmin and balance weights to 0)")
     p_train.set_defaults(func=_cmd_train)
     p_eval = sub.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")
     p_eval.add_argument("path", help="checkpoint file, e.g. best_model.pth")

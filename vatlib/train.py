@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import save_checkpoint
 from .data import DATASETS, ImageData, load_dataset, random_affine, random_translate, split_train, to_float
 from .model import MODELS, build_model
-from .vat import DEFAULT_XI, entropy_loss, vat_loss
+from .vat import DEFAULT_XI, balance_loss, entropy_loss, vat_loss
 
 __all__ = ["PRESETS", "TrainConfig", "TrainResult", "evaluate", "predict", "preset_config", "resolve_device", "train"]
 
@@ -55,6 +55,7 @@ class TrainConfig:
     xi: float = DEFAULT_XI  # power-iteration finite-difference step; 1e-6 is rounding noise in float32
     n_power: int = 1  # power iterations; 1 is the paper's choice
     entmin_weight: float = 1.0  # entropy minimisation on unlabelled predictions (0 = off): +1.1 points at 2k steps
+    balance_weight: float = 0.0  # KL(mean unlabelled prediction || uniform): stops one class swallowing another (0 = off)
     rampup_steps: int = 0  # unsupervised weights ramp up linearly over these steps (0 = full weight from step 1)
     max_shift: int = 2  # random translation of every image by up to this many pixels (0 = no augmentation)
     max_rotate: float = 0.0  # random rotation in degrees; > 0 (or max_scale > 0) switches to bilinear affine augmentation
@@ -83,7 +84,7 @@ class TrainConfig:
         need(self.lr > 0, "lr", "> 0")
         need(self.eps > 0, "eps", "> 0")
         need(self.xi > 0, "xi", "> 0")
-        for field in ("vat_weight", "entmin_weight", "weight_decay"):
+        for field in ("vat_weight", "entmin_weight", "balance_weight", "weight_decay"):
             need(getattr(self, field) >= 0 and math.isfinite(getattr(self, field)), field, "a finite number >= 0")
         need(0 <= self.ema_decay < 1, "ema_decay", "0 <= ema_decay < 1")
         need(self.max_shift < 14, "max_shift", "0..13 pixels")
@@ -222,7 +223,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     train_labels = data.train_labels.to(device)
     labelled, unlabelled = split.labelled.to(device), split.unlabelled.to(device)
     val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
-    use_unlabelled = (cfg.vat_weight > 0 or cfg.entmin_weight > 0) and len(unlabelled) > 0
+    use_unlabelled = (cfg.vat_weight > 0 or cfg.entmin_weight > 0 or cfg.balance_weight > 0) and len(unlabelled) > 0
 
     affine = cfg.max_rotate > 0 or cfg.max_scale > 0
 
@@ -237,7 +238,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     history: List[Dict[str, float]] = []
     best = {"step": 0, "val_acc": -1.0, "test_acc": float("nan")}
     ckpt_path = out / "best.pth" if out is not None else None
-    sums = torch.zeros(3, device=device)  # running sums of sup / vat / ent losses since the last evaluation
+    sums = torch.zeros(4, device=device)  # running sums of sup / vat / ent / balance losses since the last evaluation
     since = 0
     t0 = time.perf_counter()
     bar = None
@@ -251,7 +252,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         xl, pick_l = batch(labelled, cfg.batch_labelled)
         sup = F.cross_entropy(model(xl), train_labels[pick_l])
         loss = sup
-        lds = ent = torch.zeros((), device=device)
+        lds = ent = bal = torch.zeros((), device=device)
         if use_unlabelled:
             ramp = min(1.0, step / cfg.rampup_steps) if cfg.rampup_steps else 1.0
             xu, _ = batch(unlabelled, cfg.batch_unlabelled)
@@ -262,13 +263,15 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
                 lds = vat_loss(model, xu, eps=cfg.eps, xi=cfg.xi, n_power=cfg.n_power, logits=logits_u)
             if cfg.entmin_weight > 0:
                 ent = entropy_loss(logits_u)
-            loss = loss + ramp * (cfg.vat_weight * lds + cfg.entmin_weight * ent)
+            if cfg.balance_weight > 0:
+                bal = balance_loss(logits_u)
+            loss = loss + ramp * (cfg.vat_weight * lds + cfg.entmin_weight * ent + cfg.balance_weight * bal)
         if not torch.isfinite(loss):
             if bar is not None:
                 bar.close()
             raise FloatingPointError(
                 f"step {step}: loss is {loss.item()} (supervised {sup.item():.4g}, vat {lds.item():.4g}, "
-                f"entropy {ent.item():.4g}); training stopped. Lower lr or eps. "
+                f"entropy {ent.item():.4g}, balance {bal.item():.4g}); training stopped. Lower lr or eps. "
                 + (f"Best checkpoint so far kept at {ckpt_path}." if best["step"] else "No checkpoint was written yet."))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -276,7 +279,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         sched.step()
         if ema is not None:
             ema.update(model, step)
-        sums += torch.stack([sup.detach(), lds.detach(), ent.detach()])
+        sums += torch.stack([sup.detach(), lds.detach(), ent.detach(), bal.detach()])
         since += 1
         if bar is not None:
             bar.update(1)
@@ -288,7 +291,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
             model.train()
             losses = (sums / since).tolist()
             row = {"step": step, "time_s": round(time.perf_counter() - t0, 2), "lr": sched.get_last_lr()[0],
-                   "loss_sup": losses[0], "loss_vat": losses[1], "loss_ent": losses[2],
+                   "loss_sup": losses[0], "loss_vat": losses[1], "loss_ent": losses[2], "loss_bal": losses[3],
                    "val_acc": val_acc, "test_acc": test_acc}
             history.append(row)
             sums.zero_()

@@ -17,6 +17,7 @@ is restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, Optional
 
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_XI",
+    "balance_loss",
     "entropy_loss",
     "EntropyLoss",
     "l2_normalize",
@@ -220,3 +222,20 @@ class EntropyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return entropy_loss(logits)
+
+
+def balance_loss(logits: torch.Tensor) -> torch.Tensor:
+    """KL(mean prediction || uniform) over a batch of logits (N, C), in nats; 0 when classes are used equally.
+
+    Entropy minimisation alone can let one class swallow a cluster of another for good; this term
+    (the marginal-entropy half of IMSAT's mutual information, Hu et al. 2017) pushes the batch's
+    average prediction towards the class-balanced prior that the labelled set is drawn with.
+
+    Example:
+        >>> float(balance_loss(torch.zeros(4, 3)))
+        0.0
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    mean_p = F.softmax(logits, dim=1).mean(dim=0)  # (C,)
+    return (mean_p * (mean_p.clamp_min(torch.finfo(mean_p.dtype).tiny).log() + math.log(logits.shape[1]))).sum()
