@@ -100,7 +100,7 @@ class TrainConfig:
 # "best" is the longer recipe best_model.pth is trained with (`python -m vatlib train --preset best`).
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {},
-    "best": dict(steps=12000, eval_every=500),
+    "best": dict(steps=9000, eval_every=500, max_rotate=10.0, max_scale=0.1),
 }
 
 
