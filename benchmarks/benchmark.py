@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vatlib  # noqa: E402
+from vatlib.train import write_json  # noqa: E402
 from vatlib.vat import _kl_div_logits, l2_normalize  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
@@ -61,13 +62,6 @@ def _load(path: Path) -> List[Dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _save(path: Path, records: List[Dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1))
-    tmp.replace(path)
-
-
 def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
     records = _load(results)
@@ -91,7 +85,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
             records.append({"method": method, "draw": draw, "config": key, "best": res.best, "final": res.final,
                             "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
                             "steps_per_s": round(cfg.steps / train_time, 2), "machine": machine_info()})
-            _save(results, records)
+            write_json(results, records)
             print(f"    test {res.best['test_acc']:.2%} (best val, step {res.best['step']}), "
                   f"final {res.final['test_acc']:.2%}, {wall:.0f} s", flush=True)
     print(accuracy_table(records, args.methods.split(",")))
@@ -185,7 +179,7 @@ def main() -> None:
     acc = sub.add_parser("accuracy", help="methods x labelled draws -> table + JSON")
     acc.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
     acc.add_argument("--draws", type=int, default=5)
-    acc.add_argument("--results", default="bench_results/accuracy.json")
+    acc.add_argument("--results", default="benchmarks/results/accuracy.json", help="raw results (JSON), read and extended")
     acc.add_argument("--runs", default="runs/bench", help="folder for each run's checkpoint and history")
     acc.add_argument("--table-only", action="store_true", help="print the table of the results file, train nothing")
     step = sub.add_parser("step", help="time one training step: supervised vs VAT vs naive VAT")

@@ -37,6 +37,24 @@ def test_round_trip_restores_outputs_and_metadata(tmp_path):
     assert set(ck["versions"]) == {"vatlib", "torch", "torchvision", "numpy", "python"}
 
 
+def test_saved_file_gets_umask_permissions(tmp_path):
+    path = tmp_path / "m.pth"
+    _save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_shipped_best_model_reproduces_its_recorded_accuracy(mnist):
+    from conftest import REPO
+    from vatlib import evaluate
+
+    ck = load_checkpoint(REPO / "best_model.pth")
+    model = load_model(REPO / "best_model.pth")
+    assert ck["config"]["dataset"] == "MNIST" and len(ck["labelled_indices"]) == 100
+    assert evaluate(model, mnist.test_images, mnist.test_labels) == pytest.approx(ck["test_acc"], abs=1e-6)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model(tmp_path / "nope.pth")

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -182,7 +182,9 @@ class _EMA:
             b_ema.copy_(b)
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file + rename), creating the folder if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
@@ -208,7 +210,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "config.json", cfg.to_dict())
 
     torch.manual_seed(cfg.seed)  # model init and VAT's random directions
     gen = torch.Generator().manual_seed(cfg.seed)  # batch draws and augmentation, on the CPU
@@ -227,7 +229,8 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
 
     affine = cfg.max_rotate > 0 or cfg.max_scale > 0
 
-    def batch(indices: torch.Tensor, size: int) -> torch.Tensor:
+    def batch(indices: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A freshly augmented batch (size, 1, 28, 28) drawn with replacement, and the picked indices."""
         pick = indices[torch.randint(len(indices), (size,), generator=gen).to(device)]
         if affine:
             x = random_affine(train_images[pick], cfg.max_shift, cfg.max_rotate, cfg.max_scale, gen)
@@ -305,7 +308,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
                                     step=step, val_acc=val_acc, test_acc=test_acc,
                                     validation_indices=split.validation, history=history)
             if out is not None:
-                _write_json(out / "history.json", history)
+                write_json(out / "history.json", history)
             if bar is not None:
                 bar.set_postfix(val=f"{val_acc:.4f}", test=f"{test_acc:.4f}", best_val=f"{best['val_acc']:.4f}")
     if bar is not None:

@@ -1,0 +1,36 @@
+"""The notebook runs top to bottom with small parameters (papermill), as a user would run it."""
+
+import nbformat
+import pytest
+import torch
+
+from conftest import REPO
+from vatlib import ConvNet, save_checkpoint
+
+NOTEBOOK = REPO / "Projet_deep_learning.ipynb"
+
+
+def test_notebook_has_one_parameters_cell():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "STEPS" in tagged[0].source
+
+
+# Takes ~40 s: two 20-step trainings and t-SNE on 250 points.
+def test_notebook_executes_with_small_parameters(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    # Section 3 and 7 load a model; any checkpoint of the right kind will do for a smoke run.
+    model_path = tmp_path / "model.pth"
+    save_checkpoint(model_path, ConvNet(width=16), config={"seed": 0, "data_seed": 0},
+                    labelled_indices=torch.arange(100), step=0, val_acc=0.0, test_acc=0.0)
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(out), cwd=str(REPO), kernel_name="python3", progress_bar=False,
+        parameters=dict(STEPS=20, EVAL_EVERY=10, TSNE_POINTS=150, OUT_DIR=str(tmp_path / "runs"),
+                        BEST_MODEL=str(model_path), DATA_ROOT=str(REPO / "data")),
+    )
+    executed = nbformat.read(out, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    images = sum(1 for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
+    assert images == 7  # labelled grid, 2 perturbation figures, curves, confusions, errors, embeddings
