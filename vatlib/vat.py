@@ -144,19 +144,24 @@ def vat_perturbation(
     _check_args(x, eps, xi, n_power)
     x = x.detach()
     with preserved_buffers(model):
-        p_logits = _clean_logits(model, x, logits)
-        d = l2_normalize(torch.randn_like(x))
-        for _ in range(int(n_power)):
-            d.requires_grad_(True)
-            with torch.enable_grad():
-                kl = _kl_div_logits(p_logits, model(x + xi * d)).sum()
-                # Only the input gradient: autograd.grad w.r.t. d prunes the weight-gradient
-                # computations and never touches parameter .grad.
-                (grad,) = torch.autograd.grad(kl, d)
-            new_d = l2_normalize(grad.detach())
-            # Zero gradient for a sample -> keep its previous (random) direction.
-            nonzero = new_d.flatten(1).abs().amax(dim=1) > 0
-            d = torch.where(nonzero.view(-1, *([1] * (x.dim() - 1))), new_d, d.detach())
+        return _power_iteration(model, x, _clean_logits(model, x, logits), eps, xi, n_power)
+
+
+def _power_iteration(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float,
+                     n_power: int) -> torch.Tensor:
+    """r_adv for checked arguments, detached x and clean logits; the caller guards the buffers."""
+    d = l2_normalize(torch.randn_like(x))
+    for _ in range(int(n_power)):
+        d.requires_grad_(True)
+        with torch.enable_grad():
+            kl = _kl_div_logits(p_logits, model(x + xi * d)).sum()
+            # Only the input gradient: autograd.grad w.r.t. d prunes the weight-gradient
+            # computations and never touches parameter .grad.
+            (grad,) = torch.autograd.grad(kl, d)
+        new_d = l2_normalize(grad.detach())
+        # Zero gradient for a sample -> keep its previous (random) direction.
+        nonzero = new_d.flatten(1).abs().amax(dim=1) > 0
+        d = torch.where(nonzero.view(-1, *([1] * (x.dim() - 1))), new_d, d.detach())
     return eps * d
 
 
@@ -184,7 +189,7 @@ def vat_loss(
     x = x.detach()
     with preserved_buffers(model):
         p_logits = _clean_logits(model, x, logits)
-        r_adv = vat_perturbation(model, x, eps=eps, xi=xi, n_power=n_power, logits=p_logits)
+        r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
         q_logits = model(x + r_adv)
     return _kl_div_logits(p_logits, q_logits).mean()
 
