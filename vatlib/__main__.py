@@ -52,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg.validate()
     device = resolve_device(cfg.device)
     print(f"vatlib train: {cfg.dataset}, {cfg.per_class} labels/class, "
-          f"{'supervised-only' if cfg.vat_weight == 0 and cfg.entmin_weight == 0 else 'VAT'} on {device}, "
+          f"{'VAT' if cfg.uses_unlabelled else 'supervised-only'} on {device}, "
           f"{cfg.steps} steps, {torch.get_num_threads() if not cfg.num_threads else cfg.num_threads} threads -> {cfg.out}")
     t0 = time.perf_counter()
     result = train(cfg)

@@ -92,6 +92,11 @@ class TrainConfig:
         need(0 <= self.max_scale < 1, "max_scale", "0 <= max_scale < 1")
         resolve_device(self.device)  # raises ValueError for a bad device
 
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether any term trains on the unlabelled images (False: the supervised-only baseline)."""
+        return self.vat_weight > 0 or self.entmin_weight > 0 or self.balance_weight > 0
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -225,7 +230,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     train_labels = data.train_labels.to(device)
     labelled, unlabelled = split.labelled.to(device), split.unlabelled.to(device)
     val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
-    use_unlabelled = (cfg.vat_weight > 0 or cfg.entmin_weight > 0 or cfg.balance_weight > 0) and len(unlabelled) > 0
+    use_unlabelled = cfg.uses_unlabelled and len(unlabelled) > 0
 
     affine = cfg.max_rotate > 0 or cfg.max_scale > 0
 
