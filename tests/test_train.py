@@ -7,18 +7,9 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, tiny_config
 from vatlib import TrainConfig, evaluate, load_checkpoint, load_model, train
 from vatlib.__main__ import main
-
-
-def tiny_config(tmp_path, **kw):
-    # One thread: tiny convolutions only lose to threading overhead (and CI may share the machine).
-    cfg = dict(dataset="KMNIST", per_class=3, n_validation=60, steps=100, batch_labelled=16, batch_unlabelled=32,
-               width=8, eval_every=20, out=str(tmp_path / "run"), progress=False, device="cpu", lr=1e-2,
-               num_threads=1, entmin_weight=0.0)  # entropy minimisation from step 1 collapses a 100-step toy run
-    cfg.update(kw)
-    return TrainConfig(**cfg)
 
 
 def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_data):
@@ -105,7 +96,7 @@ def test_cli_preset_then_explicit_flags_override(monkeypatch):
     from vatlib import PRESETS
 
     seen = []
-    monkeypatch.setattr(cli, "train", lambda cfg: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(cli, "train", lambda cfg, resume=False: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["train", "--preset", "best", "--eps", "0.5", "--no-progress"]) == 130
     assert seen[0].steps == PRESETS["best"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/best"
     assert main(["train", "--supervised-only", "--steps", "9"]) == 130

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import inspect
 import re
+import shlex
 import sys
 import time
 from typing import List, Optional
@@ -18,7 +19,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, load_dataset
-from .train import PRESETS, TrainConfig, predict, preset_config, resolve_device, train
+from .train import PRESETS, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
 
 
 def _field_comments() -> dict:
@@ -51,11 +52,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = preset_config(args.preset, **given)
     cfg.validate()
     device = resolve_device(cfg.device)
-    print(f"vatlib train: {cfg.dataset}, {cfg.per_class} labels/class, "
+    print(f"vatlib train{' (resuming)' if args.resume else ''}: {cfg.dataset}, {cfg.per_class} labels/class, "
           f"{'VAT' if cfg.uses_unlabelled else 'supervised-only'} on {device}, "
           f"{cfg.steps} steps, {torch.get_num_threads() if not cfg.num_threads else cfg.num_threads} threads -> {cfg.out}")
     t0 = time.perf_counter()
-    result = train(cfg)
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingInterrupted as e:
+        print(f"{e}", file=sys.stderr)
+        if e.resume_path is not None:
+            argv = [a for a in (args.argv or sys.argv[1:]) if a != "--resume"]
+            print("resume with: python -m vatlib " + " ".join(shlex.quote(a) for a in argv) + " --resume", file=sys.stderr)
+        return 130
     wall = time.perf_counter() - t0
     b, f = result.best, result.final
     print(f"best on validation: step {b['step']}, val acc {b['val_acc']:.2%}, test acc {b['test_acc']:.2%} "
@@ -70,8 +78,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.path, device=resolve_device(args.device))
     dataset = ckpt["config"].get("dataset", "MNIST")
     data = load_dataset(dataset, args.data_root)
-    preds = predict(model, data.test_images)
     labels = data.test_labels
+    n_classes = int(labels.max()) + 1
+    if ckpt["model"].get("num_classes") != n_classes:
+        raise CheckpointError(f"{args.path}: the model predicts {ckpt['model'].get('num_classes')} classes but "
+                              f"{dataset} has {n_classes}")
+    preds = predict(model, data.test_images)
     correct = preds == labels
     print(f"{args.path}: {ckpt['model']['name']} (width {ckpt['model'].get('width')}), step {ckpt['step']}, "
           f"{len(ckpt['labelled_indices'])} labelled images, seed {ckpt['config'].get('seed')}, "
@@ -79,7 +91,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"recorded at save time: val acc {ckpt['val_acc']:.2%}, test acc {ckpt['test_acc']:.2%}")
     print(f"{dataset} test accuracy: {correct.float().mean().item():.2%} ({int(correct.sum())}/{len(labels)})")
     print("per class: " + "  ".join(
-        f"{c}: {correct[labels == c].float().mean().item():.2%}" for c in range(int(labels.max()) + 1)))
+        f"{c}: {correct[labels == c].float().mean().item():.2%}" for c in range(n_classes)))
     return 0
 
 
@@ -92,6 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
                          help="baseline: cross-entropy on the labelled images only (sets the vat, entmin and balance weights to 0)")
+    p_train.add_argument("--resume", action="store_true",
+                         help="continue the interrupted run in --out from its last.pth (same options as the run)")
     p_train.set_defaults(func=_cmd_train)
     p_eval = sub.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")
     p_eval.add_argument("path", help="checkpoint file, e.g. best_model.pth")
@@ -99,13 +113,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_eval.add_argument("--device", default="cpu", help="auto, cpu, cuda[:N] or mps")
     p_eval.set_defaults(func=_cmd_evaluate)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ValueError, DataError, CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; `train --resume` continues from the state of the last evaluation, if one was saved",
+              file=sys.stderr)
         return 130
 
 

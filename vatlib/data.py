@@ -221,12 +221,14 @@ def sample_labelled(labels: torch.Tensor, per_class: int = 10, seed: int = 0) ->
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
+    classes, counts = torch.unique(labels, return_counts=True)
+    if per_class > counts.min():
+        c, n = int(classes[counts.argmin()]), int(counts.min())
+        raise ValueError(f"per_class={per_class} is too large: class {c} has only {n} examples; allowed: 1..{n}")
     gen = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in torch.unique(labels).tolist():
+    for c in classes.tolist():
         pool = torch.nonzero(labels == c).flatten()
-        if len(pool) < per_class:
-            raise ValueError(f"per_class={per_class} but class {c} has only {len(pool)} examples")
         chosen.append(pool[torch.randperm(len(pool), generator=gen)[:per_class]])
     return torch.cat(chosen).sort().values
 
@@ -243,8 +245,8 @@ def split_train(labels: torch.Tensor, per_class: int = 10, n_validation: int = 1
     rest_mask[labelled] = False
     rest = torch.nonzero(rest_mask).flatten()
     if not 0 <= n_validation <= len(rest):
-        raise ValueError(f"n_validation must be in [0, {len(rest)}] (training examples left after the "
-                         f"labelled draw), got {n_validation}")
+        raise ValueError(f"n_validation={n_validation} is invalid; allowed: n_validation must be in [0, {len(rest)}] "
+                         f"(the training examples left after the labelled draw)")
     gen = torch.Generator().manual_seed(seed + 1_000_003)  # independent of the labelled draw
     perm = rest[torch.randperm(len(rest), generator=gen)]
     return Split(labelled, perm[n_validation:].sort().values, perm[:n_validation].sort().values)

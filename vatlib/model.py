@@ -17,6 +17,9 @@ __all__ = ["ConvNet", "build_model", "MODELS"]
 # Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
 # a fixed affine map, so it changes nothing but the conditioning of the first layer.
 PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
+# Inputs are images in [0, 1]; VAT perturbations push pixels somewhat outside, so only values beyond
+# this margin are refused. It catches the usual mistake, 0-255 pixel values, and NaN/inf.
+INPUT_MARGIN = 8.0
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
@@ -54,12 +57,28 @@ class ConvNet(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD), persistent=False)
 
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError/TypeError that says what is wrong with ``x`` and how to fix it."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of images (N, 1, 28, 28), got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            hint = " (add the channel dim: x.unsqueeze(1))" if tuple(x.shape[-2:]) == (28, 28) and x.dim() == 3 else ""
+            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}{hint}")
+        weight = self.head.weight
+        if not x.is_floating_point():
+            raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype} "
+                            "(uint8 images: vatlib.to_float(x), or x.float() / 255)")
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(f"images are {x.dtype} on {x.device} but the model is {weight.dtype} on {weight.device}; "
+                            f"use x.to(model.head.weight)")
+        lo, hi = torch.aminmax(x.detach())
+        if not (lo >= -INPUT_MARGIN and hi <= 1 + INPUT_MARGIN):  # also False for NaN
+            raise ValueError(f"expected images scaled to [0, 1], got values from {lo.item():.4g} to {hi.item():.4g}"
+                             + (" (0-255 pixels? divide by 255)" if hi > 1 + INPUT_MARGIN and hi <= 255 else ""))
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, 4w): what the linear head sees."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype}")
+        self.check_input(x)
         return self.features((x - self.pixel_mean) / self.pixel_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,12 @@
 on validation and test every ``eval_every`` steps, keeps the best-on-validation checkpoint (written
 atomically) and returns the model, the history and the numbers. The test set is evaluated for
 reporting only; nothing is ever chosen by it.
+
+Interrupting is safe: at every evaluation ``last.pth`` receives the full training state (weights,
+optimiser, schedule, weight average, random generators), and Ctrl-C (SIGINT) stops at the end of
+the current step after writing it. ``train(config, resume=True)`` (``--resume`` on the command
+line) continues from it, and on the CPU ends with the same weights and metrics as a run that was
+never interrupted.
 """
 
 from __future__ import annotations
@@ -12,21 +18,25 @@ import copy
 import dataclasses
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DATASETS, ImageData, load_dataset, random_affine, random_translate, split_train, to_float
 from .model import MODELS, build_model
 from .vat import DEFAULT_XI, balance_loss, entropy_loss, vat_loss
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "evaluate", "predict", "preset_config", "resolve_device", "train"]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "predict", "preset_config",
+           "resolve_device", "train"]
 
 
 @dataclass
@@ -195,13 +205,87 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None) -> TrainResult:
+# Fields that may differ between an interrupted run and its resumption without changing the result.
+RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``train`` at a step boundary, after it saved the state needed to resume.
+
+    A ``KeyboardInterrupt``, so code that catches that (Jupyter, the command line) still does.
+    """
+
+    def __init__(self, message: str, step: int, resume_path: Optional[Path]) -> None:
+        super().__init__(message)
+        self.step, self.resume_path = step, resume_path
+
+
+class _StopRequest:
+    """SIGINT handler for the length of a run: the first Ctrl-C asks to stop after the current
+    step (so no step, save or optimiser update is cut in half); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default.
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving the state to resume from "
+              "(press Ctrl-C again to abort at once).", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_StopRequest":
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _state_dict_cpu(module: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _read_resume_state(path: Path, cfg: TrainConfig, split_labelled: torch.Tensor) -> Dict[str, Any]:
+    """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
+                              f"start the run without resume")
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("resume")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
+    saved = ckpt["config"]
+    changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in cfg.to_dict().items()
+               if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
+                         f"({'; '.join(changed)}); resuming needs the same settings")
+    if not torch.equal(ckpt["labelled_indices"], split_labelled.cpu()):
+        raise ValueError(f"cannot resume from {path}: the labelled images drawn now differ from the saved run's "
+                         f"(different data files?)")
+    return state
+
+
+def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None, *,
+          resume: Union[bool, str, Path] = False) -> TrainResult:
     """Train one model as ``config`` says; see the module docstring.
 
     Args:
         config: the run's settings (defaults if None).
         data: an ``ImageData`` already in memory (e.g. tiny synthetic data in tests); loaded from
             ``config.dataset`` / ``config.data_root`` when None.
+        resume: continue an interrupted run: True reads ``<out>/last.pth``, a path reads that file.
+            The config must match the saved one (apart from out, progress, device, threads and data root).
+
+    Raises:
+        TrainingInterrupted: Ctrl-C; the state was saved to ``<out>/last.pth`` first.
+        FloatingPointError: the loss became NaN or inf (the step and the losses are named).
     """
     cfg = config or TrainConfig()
     cfg.validate()
@@ -213,6 +297,12 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
     num_classes = int(data.train_labels.max()) + 1
     out = Path(cfg.out) if cfg.out else None
+    last_path = out / "last.pth" if out is not None else None
+    resume_state = None
+    if resume:
+        if resume is True and last_path is None:
+            raise ValueError("resume=True needs TrainConfig.out, the folder of the interrupted run (got '')")
+        resume_state = _read_resume_state(last_path if resume is True else Path(resume), cfg, split.labelled)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", cfg.to_dict())
@@ -248,76 +338,120 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     ckpt_path = out / "best.pth" if out is not None else None
     sums = torch.zeros(4, device=device)  # running sums of sup / vat / ent / balance losses since the last evaluation
     since = 0
-    t0 = time.perf_counter()
+    start = 1
+    elapsed = 0.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model_state"])
+        opt.load_state_dict(resume_state["optimizer"])
+        sched.load_state_dict(resume_state["scheduler"])
+        if ema is not None:
+            ema.model.load_state_dict(resume_state["ema_state"])
+        torch.set_rng_state(resume_state["rng_cpu"])
+        gen.set_state(resume_state["rng_batches"])
+        if device.type == "cuda" and resume_state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
+        history, best = list(resume_state["history"]), dict(resume_state["best"])
+        sums.copy_(resume_state["loss_sums"])
+        since, start, elapsed = int(resume_state["since"]), int(resume_state["step"]) + 1, float(resume_state["elapsed_s"])
+
+    def save_state(step: int) -> None:
+        """Everything the remaining steps depend on, at a step boundary, to ``last.pth`` (atomically)."""
+        eval_model = ema.model if ema is not None else model
+        val_acc = history[-1]["val_acc"] if history else float("nan")
+        test_acc = history[-1]["test_acc"] if history else float("nan")
+        state = {"step": step, "model_state": _state_dict_cpu(model), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "ema_state": _state_dict_cpu(ema.model) if ema is not None else None,
+                 "rng_cpu": torch.get_rng_state(), "rng_batches": gen.get_state(),
+                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 "history": history, "best": best, "loss_sums": sums.cpu().clone(), "since": since,
+                 "elapsed_s": time.perf_counter() - t0}
+        # Loadable like any checkpoint (load_model gives the evaluated weights); "resume" is the rest.
+        save_checkpoint(last_path, eval_model, config=cfg.to_dict(), labelled_indices=split.labelled, step=step,
+                        val_acc=val_acc, test_acc=test_acc, validation_indices=split.validation, resume=state)
+
+    t0 = time.perf_counter() - elapsed
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc="vat" if cfg.vat_weight > 0 else "supervised", unit="step")
+        bar = tqdm(total=cfg.steps, initial=start - 1, desc="vat" if cfg.vat_weight > 0 else "supervised", unit="step")
 
     model.train()
-    for step in range(1, cfg.steps + 1):
-        xl, pick_l = batch(labelled, cfg.batch_labelled)
-        sup = F.cross_entropy(model(xl), train_labels[pick_l])
-        loss = sup
-        lds = ent = bal = torch.zeros((), device=device)
-        if use_unlabelled:
-            ramp = min(1.0, step / cfg.rampup_steps) if cfg.rampup_steps else 1.0
-            xu, _ = batch(unlabelled, cfg.batch_unlabelled)
-            # Clean unlabelled pass on its own batch, so BN batch statistics match the perturbed
-            # passes inside vat_loss and the KL is truly minimal at r = 0.
-            logits_u = model(xu)
-            if cfg.vat_weight > 0:
-                lds = vat_loss(model, xu, eps=cfg.eps, xi=cfg.xi, n_power=cfg.n_power, logits=logits_u)
-            if cfg.entmin_weight > 0:
-                ent = entropy_loss(logits_u)
-            if cfg.balance_weight > 0:
-                bal = balance_loss(logits_u)
-            loss = loss + ramp * (cfg.vat_weight * lds + cfg.entmin_weight * ent + cfg.balance_weight * bal)
-        if not torch.isfinite(loss):
+    with _StopRequest() as stop:
+        try:
+            for step in range(start, cfg.steps + 1):
+                xl, pick_l = batch(labelled, cfg.batch_labelled)
+                sup = F.cross_entropy(model(xl), train_labels[pick_l])
+                loss = sup
+                lds = ent = bal = torch.zeros((), device=device)
+                if use_unlabelled:
+                    ramp = min(1.0, step / cfg.rampup_steps) if cfg.rampup_steps else 1.0
+                    xu, _ = batch(unlabelled, cfg.batch_unlabelled)
+                    # Clean unlabelled pass on its own batch, so BN batch statistics match the perturbed
+                    # passes inside vat_loss and the KL is truly minimal at r = 0.
+                    logits_u = model(xu)
+                    if cfg.vat_weight > 0:
+                        lds = vat_loss(model, xu, eps=cfg.eps, xi=cfg.xi, n_power=cfg.n_power, logits=logits_u)
+                    if cfg.entmin_weight > 0:
+                        ent = entropy_loss(logits_u)
+                    if cfg.balance_weight > 0:
+                        bal = balance_loss(logits_u)
+                    loss = loss + ramp * (cfg.vat_weight * lds + cfg.entmin_weight * ent + cfg.balance_weight * bal)
+                if not torch.isfinite(loss):
+                    kept = [f"{p} (step {s})" for p, s in ((ckpt_path, best["step"]),
+                            (last_path, history[-1]["step"] if history else 0)) if p is not None and s]
+                    raise FloatingPointError(
+                        f"step {step}: loss is {loss.item()} (supervised {sup.item():.4g}, vat {lds.item():.4g}, "
+                        f"entropy {ent.item():.4g}, balance {bal.item():.4g}); training stopped before this update. "
+                        "Lower lr or eps. "
+                        + (f"Last good checkpoints kept: {', '.join(kept)}." if kept else "No checkpoint was written yet."))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(model, step)
+                sums += torch.stack([sup.detach(), lds.detach(), ent.detach(), bal.detach()])
+                since += 1
+                if bar is not None:
+                    bar.update(1)
+
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    eval_model = ema.model if ema is not None else model
+                    val_acc = evaluate(eval_model, val_images, val_labels)
+                    test_acc = evaluate(eval_model, data.test_images, data.test_labels)  # reported, never used to choose
+                    model.train()
+                    losses = (sums / since).tolist()
+                    row = {"step": step, "time_s": round(time.perf_counter() - t0, 2), "lr": sched.get_last_lr()[0],
+                           "loss_sup": losses[0], "loss_vat": losses[1], "loss_ent": losses[2], "loss_bal": losses[3],
+                           "val_acc": val_acc, "test_acc": test_acc}
+                    history.append(row)
+                    sums.zero_()
+                    since = 0
+                    # ">=": among equal validation scores keep the later model (lower lr, longer average).
+                    # With no validation split (n_validation=0) the final model is the one kept.
+                    if val_acc >= best["val_acc"] or (math.isnan(val_acc) and step == cfg.steps):
+                        best = {"step": step, "val_acc": val_acc, "test_acc": test_acc}
+                        if ckpt_path is not None:
+                            save_checkpoint(ckpt_path, eval_model, config=cfg.to_dict(), labelled_indices=split.labelled,
+                                            step=step, val_acc=val_acc, test_acc=test_acc,
+                                            validation_indices=split.validation, history=history)
+                    if out is not None:
+                        write_json(out / "history.json", history)
+                        save_state(step)
+                    if bar is not None:
+                        bar.set_postfix(val=f"{val_acc:.4f}", test=f"{test_acc:.4f}", best_val=f"{best['val_acc']:.4f}")
+                if stop.requested and step < cfg.steps:
+                    if last_path is not None and step % cfg.eval_every:
+                        save_state(step)
+                    where = (f"state saved to {last_path}; continue with resume=True (--resume)"
+                             if last_path is not None else "nothing saved (out is empty)")
+                    kept = f"; best checkpoint (step {best['step']}) kept at {ckpt_path}" if best["step"] and ckpt_path else ""
+                    raise TrainingInterrupted(f"interrupted at step {step} of {cfg.steps}: {where}{kept}", step,
+                                              last_path)
+        finally:
             if bar is not None:
                 bar.close()
-            raise FloatingPointError(
-                f"step {step}: loss is {loss.item()} (supervised {sup.item():.4g}, vat {lds.item():.4g}, "
-                f"entropy {ent.item():.4g}, balance {bal.item():.4g}); training stopped. Lower lr or eps. "
-                + (f"Best checkpoint so far kept at {ckpt_path}." if best["step"] else "No checkpoint was written yet."))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model, step)
-        sums += torch.stack([sup.detach(), lds.detach(), ent.detach(), bal.detach()])
-        since += 1
-        if bar is not None:
-            bar.update(1)
-
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            eval_model = ema.model if ema is not None else model
-            val_acc = evaluate(eval_model, val_images, val_labels)
-            test_acc = evaluate(eval_model, data.test_images, data.test_labels)  # reported, never used to choose
-            model.train()
-            losses = (sums / since).tolist()
-            row = {"step": step, "time_s": round(time.perf_counter() - t0, 2), "lr": sched.get_last_lr()[0],
-                   "loss_sup": losses[0], "loss_vat": losses[1], "loss_ent": losses[2], "loss_bal": losses[3],
-                   "val_acc": val_acc, "test_acc": test_acc}
-            history.append(row)
-            sums.zero_()
-            since = 0
-            # ">=": among equal validation scores keep the later model (lower lr, longer average).
-            # With no validation split (n_validation=0) the final model is the one kept.
-            if val_acc >= best["val_acc"] or (math.isnan(val_acc) and step == cfg.steps):
-                best = {"step": step, "val_acc": val_acc, "test_acc": test_acc}
-                if ckpt_path is not None:
-                    save_checkpoint(ckpt_path, eval_model, config=cfg.to_dict(), labelled_indices=split.labelled,
-                                    step=step, val_acc=val_acc, test_acc=test_acc,
-                                    validation_indices=split.validation, history=history)
-            if out is not None:
-                write_json(out / "history.json", history)
-            if bar is not None:
-                bar.set_postfix(val=f"{val_acc:.4f}", test=f"{test_acc:.4f}", best_val=f"{best['val_acc']:.4f}")
-    if bar is not None:
-        bar.close()
 
     final_model = (ema.model if ema is not None else model).eval()
     last = history[-1]

@@ -92,6 +92,8 @@ def _check_args(x: torch.Tensor, eps: float, xi: float, n_power: int) -> None:
         raise ValueError(f"x must have shape (N, ...) with N >= 1 and at least one feature dim, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor (images scaled to [0, 1]), got dtype {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf values")
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (L2 radius of the perturbation), got {eps}")
     if not xi > 0:
@@ -101,11 +103,14 @@ def _check_args(x: torch.Tensor, eps: float, xi: float, n_power: int) -> None:
 
 
 def _clean_logits(model: nn.Module, x: torch.Tensor, logits: Optional[torch.Tensor]) -> torch.Tensor:
+    given = logits is not None
     if logits is None:
         with torch.no_grad():
             logits = model(x)
-    elif logits.dim() != 2 or logits.shape[0] != x.shape[0]:
-        raise ValueError(f"logits must have shape (N, C) with N = {x.shape[0]}, got {tuple(logits.shape)}")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{'logits' if given else 'the model output'} must have shape (N, C) with N = {x.shape[0]}, "
+                         f"got {shape}")
     return logits.detach()
 
 

@@ -1,0 +1,349 @@
+"""Fault injection: each row of the README's robustness table is provoked here and its outcome checked.
+
+Rows covered elsewhere: damaged data files (test_data.py::test_damaged_mnist_file_names_the_file,
+::test_structural_checks_without_digests), truncated / foreign / pickled-code checkpoints
+(test_checkpoint.py), invalid TrainConfig fields (test_train.py::test_invalid_config_names_field_value_and_range).
+"""
+
+import gzip
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, SHIPPED_MNIST, idx_bytes, synthetic_digits, tiny_config
+from vatlib import (CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, save_checkpoint,
+                    train, vat_loss)
+from vatlib.__main__ import main
+
+train_module = importlib.import_module("vatlib.train")  # the module; vatlib.train is the function
+
+
+def _files(folder):
+    """{relative path: bytes} of everything under folder."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _mnist_copy(root):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in SHIPPED_MNIST.glob("*.gz"):
+        shutil.copy(f, raw / f.name)
+    return raw
+
+
+def _same_history(a, b):
+    """Histories equal in every number but the wall-clock time."""
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def _same_weights(path_a, path_b):
+    a, b = load_checkpoint(path_a)["state_dict"], load_checkpoint(path_b)["state_dict"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "wrong_dataset"])
+def test_bad_data_file_names_file_and_check_and_nothing_is_written(tmp_path, capsys, damage):
+    raw = _mnist_copy(tmp_path / "data")
+    target = raw / "train-images-idx3-ubyte.gz"
+    data = target.read_bytes()
+    if damage == "truncated":
+        target.write_bytes(data[: len(data) // 3])
+    elif damage == "corrupted":
+        target.write_bytes(data[:5000] + bytes([data[5000] ^ 0x01]) + data[5001:])
+    else:  # a well-formed IDX file of other images under MNIST's name
+        target.write_bytes(gzip.compress(idx_bytes(synthetic_digits(600, seed=0)[0])))
+    before = _files(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--data-root", str(tmp_path / "data"), "--out", str(out), "--steps", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(target) in err and "SHA256" in err, err
+    assert "Traceback" not in err and not out.exists()
+    assert _files(tmp_path) == before, "a data file was changed, removed or added"
+
+
+def test_missing_data_without_network_says_where_and_how(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvd.MNIST, "download", offline)
+    out = tmp_path / "run"
+    assert main(["train", "--data-root", str(tmp_path / "nowhere"), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in err and "train-images-idx3-ubyte.gz" in err, err
+    assert "download failed" in err and not out.exists()
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def _save(path, model, step=1):
+    save_checkpoint(path, model, config={}, labelled_indices=torch.arange(3), step=step, val_acc=0.5, test_acc=0.5)
+
+
+def test_checkpoint_of_another_class_count_names_the_mismatch(tmp_path, capsys):
+    path = tmp_path / "five.pth"
+    _save(path, ConvNet(num_classes=5, width=4))
+    ck = torch.load(path, weights_only=True)
+    ck["model"]["num_classes"] = 10  # spec says 10 classes, weights have 5
+    torch.save(ck, tmp_path / "lying.pth")
+    with pytest.raises(CheckpointError, match=r"lying\.pth: weights do not fit the architecture .*num_classes"):
+        load_model(tmp_path / "lying.pth")
+    # A consistent 5-class checkpoint is a fine model, but not one for the 10 MNIST classes.
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "five.pth: the model predicts 5 classes but MNIST has 10" in err, err
+
+
+CHILD_KILLED_WHILE_SAVING = textwrap.dedent("""
+    import io, os, signal, sys
+    import torch
+    import vatlib.checkpoint as c
+    from vatlib import ConvNet
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # half the new checkpoint is on disk...
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)                 # ...when the process is killed
+
+    c.torch.save = dying_save
+    c.save_checkpoint(sys.argv[1], ConvNet(width=4), config={}, labelled_indices=torch.arange(3), step=2,
+                      val_acc=0.9, test_acc=0.9)
+""")
+
+
+def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    path = tmp_path / "best.pth"
+    first = ConvNet(width=4)
+    _save(path, first, step=1)
+    proc = subprocess.run([sys.executable, "-c", CHILD_KILLED_WHILE_SAVING, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p != path]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".best.pth.") and leftovers[0].endswith(".tmp")
+    assert load_checkpoint(path)["step"] == 1
+    assert torch.equal(load_model(path).head.weight, first.head.weight)
+
+
+# --- interruption and resumption ---------------------------------------------------------------------
+
+def _sigint_at(monkeypatch, calls_to_interrupt, times=1):
+    """Send this process SIGINT (a real Ctrl-C) from inside the VAT loss of the given training steps."""
+    real, calls = train_module.vat_loss, {"n": 0}
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] in calls_to_interrupt:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)  # let the handler run before the next signal
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "vat_loss", interrupting)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
+    full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
+    cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
+    _sigint_at(monkeypatch, {33})
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 33 of 60: state saved to .*last\.pth") as e:
+        train(cfg, data=tiny_data)
+    assert e.value.step == 33
+    # Stopped at the end of step 33: the state is saved there, the best checkpoint is untouched.
+    assert load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["step"] == 33
+    assert load_checkpoint(tmp_path / "cut" / "best.pth")["step"] == 20
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "SIGINT handler not restored"
+    monkeypatch.undo()
+
+    resumed = train(cfg, data=tiny_data, resume=True)
+    assert _same_history(resumed.history, full.history)
+    assert resumed.best == full.best and resumed.final == full.final
+    for name in ("best.pth", "last.pth"):
+        assert _same_weights(tmp_path / "cut" / name, tmp_path / "full" / name), name
+    assert load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["step"] == 60
+    assert json.loads((tmp_path / "cut" / "history.json").read_text())[-1]["step"] == 60
+
+
+def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_path, tiny_data, monkeypatch):
+    full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
+    cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
+    _sigint_at(monkeypatch, {45}, times=2)
+    with pytest.raises(KeyboardInterrupt) as e:
+        train(cfg, data=tiny_data)
+    assert not isinstance(e.value, TrainingInterrupted)  # mid-step: nothing saved for step 45
+    assert load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["step"] == 40
+    monkeypatch.undo()
+    resumed = train(cfg, data=tiny_data, resume=True)
+    assert _same_history(resumed.history, full.history)
+    assert _same_weights(tmp_path / "cut" / "last.pth", tmp_path / "full" / "last.pth")
+
+
+def test_resume_refuses_a_different_config_or_a_missing_state(tmp_path, tiny_data):
+    train(tiny_config(tmp_path, steps=20), data=tiny_data)
+    with pytest.raises(ValueError, match=r"config differs .*eps: saved 1.0, now 2.0"):
+        train(tiny_config(tmp_path, steps=20, eps=2.0), data=tiny_data, resume=True)
+    with pytest.raises(CheckpointError, match=r"elsewhere.last\.pth: no training state to resume from"):
+        train(tiny_config(tmp_path, steps=20, out=str(tmp_path / "elsewhere")), data=tiny_data, resume=True)
+    with pytest.raises(CheckpointError, match="holds no training state"):
+        train(tiny_config(tmp_path, steps=20), data=tiny_data, resume=tmp_path / "run" / "best.pth")
+
+
+CLI_RUN = ["-m", "vatlib", "train", "--steps", "200", "--eval-every", "40", "--width", "4", "--batch-labelled", "16",
+           "--batch-unlabelled", "32", "--n-validation", "200", "--num-threads", "1", "--no-progress"]
+
+
+def test_cli_ctrl_c_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """The real thing: SIGINT to a `python -m vatlib train` process, then `--resume`."""
+    run = lambda out, *extra: subprocess.run([sys.executable, *CLI_RUN, "--out", str(out), *extra], cwd=REPO,  # noqa: E731
+                                             capture_output=True, text=True, timeout=300)
+    full = run(tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, *CLI_RUN, "--out", str(cut)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (cut / "history.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "resume with: python -m vatlib train" in stderr, stderr
+    stopped = load_checkpoint(cut / "last.pth")["resume"]["step"]
+    assert 40 <= stopped < 200
+    load_model(cut / "best.pth")  # intact
+
+    resumed = run(cut, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "(resuming)" in resumed.stdout
+    assert _same_history(json.loads((cut / "history.json").read_text()),
+                         json.loads((tmp_path / "full" / "history.json").read_text()))
+    for name in ("best.pth", "last.pth"):
+        assert _same_weights(cut / name, tmp_path / "full" / name), name
+    # "test accuracy: xx.xx%  (checkpoint chosen on validation; wall time ...)": same figure.
+    assert resumed.stdout.splitlines()[-1].split("(")[0] == full.stdout.splitlines()[-1].split("(")[0]
+
+
+# --- NaN / inf ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoints(tmp_path, tiny_data, monkeypatch, bad):
+    real, calls = train_module.vat_loss, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * bad if calls["n"] == 47 else loss
+
+    monkeypatch.setattr(train_module, "vat_loss", poisoned)
+    with pytest.raises(FloatingPointError, match=rf"step 47: loss is {bad} .*vat {bad}") as e:
+        train(tiny_config(tmp_path, steps=60), data=tiny_data)
+    msg = str(e.value)
+    best, last = tmp_path / "run" / "best.pth", tmp_path / "run" / "last.pth"
+    assert str(best) in msg and str(last) in msg, msg
+    assert load_checkpoint(last)["resume"]["step"] == 40 and load_checkpoint(best)["step"] <= 40
+    for path in (best, last):
+        assert all(torch.isfinite(p).all() for p in load_model(path).parameters())
+
+
+# --- invalid config ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, message", [
+    ("per_class", 61, "per_class=61 is too large: class .* has only 60 examples; allowed: 1..60"),
+    ("n_validation", 590, r"n_validation=590 is invalid; allowed: n_validation must be in \[0, 570\]"),
+])
+def test_config_that_does_not_fit_the_data_fails_before_any_work(tmp_path, tiny_data, field, value, message):
+    cfg = tiny_config(tmp_path, **{field: value})
+    with pytest.raises(ValueError, match=message):
+        train(cfg, data=tiny_data)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--eps", "0", "TrainConfig.eps=0.0 is invalid; allowed: > 0"),
+    ("--xi", "-1", "TrainConfig.xi=-1.0 is invalid; allowed: > 0"),
+    ("--n-power", "0", "TrainConfig.n_power=0 is invalid; allowed: an integer >= 1"),
+    ("--dataset", "CIFAR10", "TrainConfig.dataset='CIFAR10' is invalid; allowed: one of"),
+    ("--device", "cuda:7", "device='cuda:7' is not available"),
+    ("--per-class", "7000", "per_class=7000 is too large"),
+    ("--n-validation", "60000", "n_validation=60000 is invalid"),
+])
+def test_cli_rejects_invalid_config_without_writing_anything(tmp_path, capsys, flag, value, message):
+    out = tmp_path / "run"
+    assert main(["train", flag, value, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+# --- determinism ------------------------------------------------------------------------------------
+
+def test_same_seeds_twice_give_identical_labelled_indices_and_metrics(tmp_path, tiny_data):
+    a = train(tiny_config(tmp_path, steps=40, out=str(tmp_path / "a")), data=tiny_data)
+    b = train(tiny_config(tmp_path, steps=40, out=str(tmp_path / "b")), data=tiny_data)
+    ca, cb = load_checkpoint(a.checkpoint), load_checkpoint(b.checkpoint)
+    assert torch.equal(ca["labelled_indices"], cb["labelled_indices"])
+    assert torch.equal(ca["validation_indices"], cb["validation_indices"])
+    assert _same_history(a.history, b.history) and a.best == b.best
+    assert _same_weights(a.checkpoint, b.checkpoint)
+
+
+# --- bad inputs to the public functions -------------------------------------------------------------
+
+BAD_IMAGES = [
+    (torch.rand(2, 28, 28), ValueError, r"shape \(N, 1, 28, 28\), got \(2, 28, 28\) \(add the channel dim"),
+    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, 28, 28\), got \(2, 3, 32, 32\)"),
+    ((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8), TypeError, "floating-point images .* vatlib.to_float"),
+    (torch.rand(2, 1, 28, 28, dtype=torch.float64), TypeError, "torch.float64 on cpu but the model is torch.float32"),
+    (torch.rand(2, 1, 28, 28) * 255, ValueError, r"scaled to \[0, 1\], got values from .* \(0-255 pixels\?"),
+    (torch.full((2, 1, 28, 28), float("nan")), ValueError, r"scaled to \[0, 1\], got values from nan"),
+    ([[0.0] * 28] * 28, TypeError, "expected a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("x, error, message", BAD_IMAGES)
+def test_loaded_model_rejects_bad_images_with_a_clear_error(x, error, message):
+    model = load_model(REPO / "best_model.pth")
+    with pytest.raises(error, match=message):
+        model(x)
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (torch.rand(2, 28, 28), ValueError, "add the channel dim"),  # from the model: vat_loss takes any shape
+    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, 28, 28\)"),
+    ((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8), TypeError, "floating-point tensor"),
+    (torch.rand(2, 1, 28, 28, dtype=torch.float64), TypeError, "torch.float64 on cpu but the model is torch.float32"),
+    (torch.rand(2, 1, 28, 28) * 255, ValueError, r"0-255 pixels\?"),
+    (torch.full((2, 1, 28, 28), float("nan")), ValueError, "x contains NaN or inf"),
+    (torch.full((2, 1, 28, 28), float("inf")), ValueError, "x contains NaN or inf"),
+    ([[0.0] * 28] * 28, TypeError, "x must be a torch.Tensor"),
+])
+def test_vat_loss_rejects_bad_images_with_a_clear_error(x, error, message):
+    with pytest.raises(error, match=message):
+        vat_loss(ConvNet(width=4), x, eps=1.0)
+
+
+def test_perturbed_images_are_accepted():
+    """The range check leaves room for VAT: x + r_adv with eps = 4 passes."""
+    model = ConvNet(width=4)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.isfinite(vat_loss(model, x, eps=4.0))
+    assert model(x + 4.0 * torch.nn.functional.normalize(torch.randn_like(x).flatten(1)).view_as(x)).shape == (4, 10)
