@@ -16,7 +16,7 @@ def test_notebook_has_one_parameters_cell():
     assert len(tagged) == 1 and "STEPS" in tagged[0].source
 
 
-# Takes ~40 s: two 20-step trainings and t-SNE on 250 points.
+# Takes ~40 s: three 20-step trainings and t-SNE on 250 points.
 def test_notebook_executes_with_small_parameters(tmp_path):
     papermill = pytest.importorskip("papermill")
     # Section 3 and 7 load a model; any checkpoint of the right kind will do for a smoke run.
