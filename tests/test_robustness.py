@@ -160,7 +160,15 @@ def _sigint_at(monkeypatch, calls_to_interrupt, times=1):
     monkeypatch.setattr(train_module, "vat_loss", interrupting)
 
 
-def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """Ctrl-C with Python's default handler, as in a terminal (a test run may have it ignored)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch, default_sigint):
     full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
     cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
     _sigint_at(monkeypatch, {33})
@@ -182,7 +190,8 @@ def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, t
     assert json.loads((tmp_path / "cut" / "history.json").read_text())[-1]["step"] == 60
 
 
-def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_path, tiny_data, monkeypatch):
+def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_path, tiny_data, monkeypatch,
+                                                                           default_sigint):
     full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
     cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
     _sigint_at(monkeypatch, {45}, times=2)
@@ -194,6 +203,19 @@ def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_
     resumed = train(cfg, data=tiny_data, resume=True)
     assert _same_history(resumed.history, full.history)
     assert _same_weights(tmp_path / "cut" / "last.pth", tmp_path / "full" / "last.pth")
+
+
+def test_ignored_ctrl_c_stays_ignored(tmp_path, tiny_data, monkeypatch):
+    """A process that ignores SIGINT (a script's background job) is not made interruptible by train()."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        seen = []
+        real = train_module.vat_loss
+        monkeypatch.setattr(train_module, "vat_loss", lambda *a, **k: seen.append(signal.getsignal(signal.SIGINT)) or real(*a, **k))
+        train(tiny_config(tmp_path, steps=5, out=""), data=tiny_data)
+        assert seen and all(h is signal.SIG_IGN for h in seen)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_resume_refuses_a_different_config_or_a_missing_state(tmp_path, tiny_data):
@@ -218,8 +240,10 @@ def test_cli_ctrl_c_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     assert full.returncode == 0, full.stderr
 
     cut = tmp_path / "cut"
+    # SIG_DFL in the child: Ctrl-C as in a terminal, even if this test process ignores SIGINT.
     proc = subprocess.Popen([sys.executable, *CLI_RUN, "--out", str(cut)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (cut / "history.json").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -238,8 +238,11 @@ class _StopRequest:
               "(press Ctrl-C again to abort at once).", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "_StopRequest":
-        if self._active:
+        # A process started with Ctrl-C ignored (e.g. a background job of a script) keeps ignoring it.
+        if self._active and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
+        else:
+            self._active = False
         return self
 
     def __exit__(self, *exc: Any) -> None:
