@@ -52,6 +52,17 @@ def write_idx_dataset(root: Path, name: str = "KMNIST", n_train: int = 600, n_te
     return root
 
 
+def mnist_copy(root: Path) -> Path:
+    """Copy the shipped MNIST archives to root/MNIST/raw (for tests that damage them) and return that folder."""
+    import shutil
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in SHIPPED_MNIST.glob("*.gz"):
+        shutil.copy(f, raw / f.name)
+    return raw
+
+
 @pytest.fixture
 def tiny_root(tmp_path):
     return write_idx_dataset(tmp_path)

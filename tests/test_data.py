@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import SHIPPED_MNIST, write_idx_dataset
+from conftest import SHIPPED_MNIST, mnist_copy, write_idx_dataset
 from vatlib import DataError, load_dataset, random_translate, sample_labelled, split_train
 from vatlib import data as data_module
 
@@ -50,17 +50,9 @@ def test_decompressed_file_is_preferred_and_verified(tmp_path):
         load_dataset("MNIST", tmp_path, download=False)
 
 
-def _mnist_copy(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in MNIST_FILES:
-        shutil.copy(SHIPPED_MNIST / f, raw / f)
-    return raw
-
-
 @pytest.mark.parametrize("damage", ["truncate", "flip", "swap"])
 def test_damaged_mnist_file_names_the_file(tmp_path, damage):
-    raw = _mnist_copy(tmp_path)
+    raw = mnist_copy(tmp_path)
     target = raw / "train-labels-idx1-ubyte.gz"
     data = target.read_bytes()
     if damage == "truncate":

@@ -9,7 +9,6 @@ import gzip
 import importlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, SHIPPED_MNIST, idx_bytes, synthetic_digits, tiny_config
+from conftest import REPO, idx_bytes, mnist_copy, synthetic_digits, tiny_config
 from vatlib import (CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, save_checkpoint,
                     train, vat_loss)
 from vatlib.__main__ import main
@@ -30,14 +29,6 @@ train_module = importlib.import_module("vatlib.train")  # the module; vatlib.tra
 def _files(folder):
     """{relative path: bytes} of everything under folder."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _mnist_copy(root):
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for f in SHIPPED_MNIST.glob("*.gz"):
-        shutil.copy(f, raw / f.name)
-    return raw
 
 
 def _same_history(a, b):
@@ -55,7 +46,7 @@ def _same_weights(path_a, path_b):
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "wrong_dataset"])
 def test_bad_data_file_names_file_and_check_and_nothing_is_written(tmp_path, capsys, damage):
-    raw = _mnist_copy(tmp_path / "data")
+    raw = mnist_copy(tmp_path / "data")
     target = raw / "train-images-idx3-ubyte.gz"
     data = target.read_bytes()
     if damage == "truncated":
