@@ -20,7 +20,7 @@ from torch import nn
 
 from .model import build_model, model_spec
 
-__all__ = ["CheckpointError", "FORMAT", "library_versions", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT", "cpu_state_dict", "library_versions", "load_checkpoint", "load_model", "save_checkpoint"]
 
 FORMAT = "vatlib-checkpoint-v1"
 PathLike = Union[str, Path]
@@ -65,17 +65,21 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         raise
 
 
+def cpu_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model.state_dict()``, safe to save while training goes on."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: PathLike, model: nn.Module, *, config: Dict[str, Any], labelled_indices: torch.Tensor,
                     step: int, val_acc: float, test_acc: float, **extra: Any) -> None:
     """Write the checkpoint dict for ``model`` atomically (see ``atomic_torch_save``).
 
     ``extra`` holds further plain-typed entries (validation indices, history, ...).
     """
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt = {
         "format": FORMAT,
         "model": model_spec(model),
-        "state_dict": state,
+        "state_dict": cpu_state_dict(model),
         "config": dict(config),
         "labelled_indices": torch.as_tensor(labelled_indices, dtype=torch.int64).cpu(),
         "step": int(step),

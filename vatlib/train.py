@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, cpu_state_dict, load_checkpoint, save_checkpoint
 from .data import DATASETS, ImageData, load_dataset, random_affine, random_translate, split_train, to_float
 from .model import MODELS, build_model
 from .vat import DEFAULT_XI, balance_loss, entropy_loss, vat_loss
@@ -250,10 +250,6 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _state_dict_cpu(module: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
 def _read_resume_state(path: Path, cfg: TrainConfig, split_labelled: torch.Tensor) -> Dict[str, Any]:
     """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
     if not path.is_file():
@@ -318,6 +314,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
     ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    eval_model = ema.model if ema is not None else model  # what is evaluated, saved and returned
 
     train_images = data.train_images.to(device)  # uint8, 47 MB for MNIST: cheap to keep whole
     train_labels = data.train_labels.to(device)
@@ -359,11 +356,10 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
 
     def save_state(step: int) -> None:
         """Everything the remaining steps depend on, at a step boundary, to ``last.pth`` (atomically)."""
-        eval_model = ema.model if ema is not None else model
         val_acc = history[-1]["val_acc"] if history else float("nan")
         test_acc = history[-1]["test_acc"] if history else float("nan")
-        state = {"step": step, "model_state": _state_dict_cpu(model), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "ema_state": _state_dict_cpu(ema.model) if ema is not None else None,
+        state = {"step": step, "model_state": cpu_state_dict(model), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "ema_state": cpu_state_dict(ema.model) if ema is not None else None,
                  "rng_cpu": torch.get_rng_state(), "rng_batches": gen.get_state(),
                  "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                  "history": history, "best": best, "loss_sums": sums.cpu().clone(), "since": since,
@@ -419,8 +415,8 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
                 if bar is not None:
                     bar.update(1)
 
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    eval_model = ema.model if ema is not None else model
+                evaluating = step % cfg.eval_every == 0 or step == cfg.steps
+                if evaluating:
                     val_acc = evaluate(eval_model, val_images, val_labels)
                     test_acc = evaluate(eval_model, data.test_images, data.test_labels)  # reported, never used to choose
                     model.train()
@@ -445,7 +441,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
                     if bar is not None:
                         bar.set_postfix(val=f"{val_acc:.4f}", test=f"{test_acc:.4f}", best_val=f"{best['val_acc']:.4f}")
                 if stop.requested and step < cfg.steps:
-                    if last_path is not None and step % cfg.eval_every:
+                    if last_path is not None and not evaluating:  # an evaluation step has just saved it
                         save_state(step)
                     where = (f"state saved to {last_path}; continue with resume=True (--resume)"
                              if last_path is not None else "nothing saved (out is empty)")
@@ -456,7 +452,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
             if bar is not None:
                 bar.close()
 
-    final_model = (ema.model if ema is not None else model).eval()
+    final_model = eval_model.eval()
     last = history[-1]
     final = {"step": last["step"], "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
     return TrainResult(final_model, history, best, final, ckpt_path if best["step"] else None)
