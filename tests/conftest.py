@@ -52,6 +52,17 @@ def write_idx_dataset(root: Path, name: str = "KMNIST", n_train: int = 600, n_te
     return root
 
 
+def save_test_checkpoint(path, model=None, **kw):
+    """Save a small ConvNet (or ``model``) as a checkpoint with placeholder metadata; return the model."""
+    from vatlib import ConvNet, save_checkpoint
+
+    model = model or ConvNet(width=4)
+    args = dict(config={"seed": 0, "eps": 3.0}, labelled_indices=torch.arange(10), step=5, val_acc=0.5, test_acc=0.25)
+    args.update(kw)
+    save_checkpoint(path, model, **args)
+    return model
+
+
 def mnist_copy(root: Path) -> Path:
     """Copy the shipped MNIST archives to root/MNIST/raw (for tests that damage them) and return that folder."""
     import shutil

@@ -5,16 +5,9 @@ import os
 import pytest
 import torch
 
-from vatlib import CheckpointError, ConvNet, load_checkpoint, load_model, save_checkpoint
+from conftest import save_test_checkpoint as _save
+from vatlib import CheckpointError, ConvNet, load_checkpoint, load_model
 from vatlib import checkpoint as ckpt_module
-
-
-def _save(path, model=None, **kw):
-    model = model or ConvNet(width=4)
-    args = dict(config={"seed": 0, "eps": 3.0}, labelled_indices=torch.arange(10), step=5, val_acc=0.5, test_acc=0.25)
-    args.update(kw)
-    save_checkpoint(path, model, **args)
-    return model
 
 
 def test_round_trip_restores_outputs_and_metadata(tmp_path):

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from conftest import REPO, idx_bytes, mnist_copy, synthetic_digits, tiny_config
-from vatlib import (CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, save_checkpoint,
-                    train, vat_loss)
+from conftest import save_test_checkpoint as _save
+from vatlib import CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, train, vat_loss
 from vatlib.__main__ import main
 
 train_module = importlib.import_module("vatlib.train")  # the module; vatlib.train is the function
@@ -81,10 +81,6 @@ def test_missing_data_without_network_says_where_and_how(tmp_path, capsys, monke
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
-
-def _save(path, model, step=1):
-    save_checkpoint(path, model, config={}, labelled_indices=torch.arange(3), step=step, val_acc=0.5, test_acc=0.5)
-
 
 def test_checkpoint_of_another_class_count_names_the_mismatch(tmp_path, capsys):
     path = tmp_path / "five.pth"
