@@ -17,7 +17,6 @@ every weight gradient too), interleaved, and prints medians and ratios.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
