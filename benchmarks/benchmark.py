@@ -31,12 +31,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vatlib  # noqa: E402
-from vatlib.train import write_json  # noqa: E402
-from vatlib.vat import _kl_div_logits, l2_normalize  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
 METHODS: Dict[str, tuple] = {
-    "supervised": ("default", dict(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0)),  # same labels, model, augmentation, steps
+    "supervised": ("supervised", {}),  # same labels, model, augmentation, steps
     "vat": ("default", dict(entmin_weight=0.0, balance_weight=0.0)),  # VAT alone
     "default": ("default", {}),  # VAT + entropy minimisation
     "best": ("best", {}),  # the recipe best_model.pth is trained with
@@ -78,13 +76,13 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {method} draw {draw} ...", flush=True)
             t0 = time.perf_counter()
-            res = vatlib.train(cfg, data=data)
+            res = vatlib.train(cfg, data=data, overwrite=True)  # scratch folder; the record is the JSON
             wall = time.perf_counter() - t0
             train_time = res.history[-1]["time_s"]
             records.append({"method": method, "draw": draw, "config": key, "best": res.best, "final": res.final,
                             "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
                             "steps_per_s": round(cfg.steps / train_time, 2), "machine": machine_info()})
-            write_json(results, records)
+            vatlib.write_json(results, records)
             print(f"    test {res.best['test_acc']:.2%} (best val, step {res.best['step']}), "
                   f"final {res.final['test_acc']:.2%}, {wall:.0f} s", flush=True)
     print(accuracy_table(records, args.methods.split(",")))
@@ -122,13 +120,19 @@ def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: floa
     """The textbook VAT loss many public implementations use: the power iteration calls .backward()
     on the whole model (computing every weight gradient, then throwing them away) and recomputes the
     clean prediction. Reference for timing only; it also lets BN statistics drift."""
+    def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:  # KL(p || q), summed over the batch
+        return F.kl_div(F.log_softmax(q_logits, 1), F.log_softmax(p_logits, 1), log_target=True, reduction="sum")
+
+    def unit(d: torch.Tensor) -> torch.Tensor:  # per-sample unit L2 norm
+        return d / d.flatten(1).norm(dim=1).view(-1, *[1] * (d.dim() - 1))
+
     with torch.no_grad():
         p_logits = model(x)
-    d = l2_normalize(torch.randn_like(x)).requires_grad_(True)
-    _kl_div_logits(p_logits, model(x + xi * d)).sum().backward()
-    r_adv = eps * l2_normalize(d.grad.detach())
+    d = unit(torch.randn_like(x)).requires_grad_(True)
+    kl(p_logits, model(x + xi * d)).backward()
+    r_adv = eps * unit(d.grad.detach())
     model.zero_grad(set_to_none=True)
-    return _kl_div_logits(p_logits, model(x + r_adv)).mean()
+    return kl(p_logits, model(x + r_adv)) / len(x)
 
 
 def run_step(args: argparse.Namespace) -> None:

@@ -1,12 +1,14 @@
 """Checkpoints: round trip, atomic writes, and clear errors for bad files."""
 
+import errno
 import os
+import re
 
 import pytest
 import torch
 
 from conftest import save_test_checkpoint as _save
-from vatlib import CheckpointError, ConvNet, load_checkpoint, load_model
+from vatlib import CheckpointError, ConvNet, SaveError, load_checkpoint, load_model
 from vatlib import checkpoint as ckpt_module
 
 
@@ -104,16 +106,20 @@ def test_architecture_mismatch_names_it(tmp_path):
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """A disk that fills up mid-write: a SaveError naming the file, the previous checkpoint untouched."""
     path = tmp_path / "best.pth"
     first = _save(path, step=1)
 
-    def broken_save(obj, f, *a, **k):
-        f.write(b"partial garbage")
-        raise OSError("disk full")
+    def disk_full(fd):
+        os.ftruncate(fd, 100)  # part of the new file reached the disk...
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ...then the disk filled up
 
-    monkeypatch.setattr(ckpt_module.torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(ckpt_module.os, "fsync", disk_full)
+    with pytest.raises(SaveError, match=rf"cannot write {re.escape(str(path))}: No space left on device "
+                                        r"\(best.pth left unchanged\)"):
         _save(path, ConvNet(width=4), step=2)
+    with pytest.raises(SaveError, match=r"new.pth: No space left on device \(new.pth not created\)"):
+        _save(tmp_path / "new.pth", step=2)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert torch.equal(load_model(path).head.weight, first.head.weight)

@@ -5,8 +5,8 @@ Rows covered elsewhere: damaged data files (test_data.py::test_damaged_mnist_fil
 (test_checkpoint.py), invalid TrainConfig fields (test_train.py::test_invalid_config_names_field_value_and_range).
 """
 
+import errno
 import gzip
-import importlib
 import json
 import os
 import signal
@@ -21,9 +21,8 @@ import torch
 from conftest import REPO, idx_bytes, mnist_copy, synthetic_digits, tiny_config
 from conftest import save_test_checkpoint as _save
 from vatlib import CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, train, vat_loss
+from vatlib import checkpoint as checkpoint_module
 from vatlib.__main__ import main
-
-train_module = importlib.import_module("vatlib.train")  # the module; vatlib.train is the function
 
 
 def _files(folder):
@@ -97,21 +96,16 @@ def test_checkpoint_of_another_class_count_names_the_mismatch(tmp_path, capsys):
 
 
 CHILD_KILLED_WHILE_SAVING = textwrap.dedent("""
-    import io, os, signal, sys
+    import os, signal, sys
     import torch
     import vatlib.checkpoint as c
     from vatlib import ConvNet
 
-    real_save = torch.save
+    def dying_fsync(fd):
+        os.ftruncate(fd, os.fstat(fd).st_size // 2)  # half the new checkpoint is on disk...
+        os.kill(os.getpid(), signal.SIGKILL)          # ...when the process is killed
 
-    def dying_save(obj, f, *args, **kwargs):
-        buf = io.BytesIO()
-        real_save(obj, buf)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # half the new checkpoint is on disk...
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)                 # ...when the process is killed
-
-    c.torch.save = dying_save
+    c.os.fsync = dying_fsync
     c.save_checkpoint(sys.argv[1], ConvNet(width=4), config={}, labelled_indices=torch.arange(3), step=2,
                       val_acc=0.9, test_acc=0.9)
 """)
@@ -132,19 +126,14 @@ def test_sigkill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp
 
 # --- interruption and resumption ---------------------------------------------------------------------
 
-def _sigint_at(monkeypatch, calls_to_interrupt, times=1):
-    """Send this process SIGINT (a real Ctrl-C) from inside the VAT loss of the given training steps."""
-    real, calls = train_module.vat_loss, {"n": 0}
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] in calls_to_interrupt:
+def _sigint_at(steps, times=1):
+    """An on_step callback that sends this process SIGINT (a real Ctrl-C) at the end of the given steps."""
+    def on_step(run):
+        if run.step in steps:
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.01)  # let the handler run before the next signal
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "vat_loss", interrupting)
+    return on_step
 
 
 @pytest.fixture
@@ -155,18 +144,16 @@ def default_sigint():
     signal.signal(signal.SIGINT, before)
 
 
-def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch, default_sigint):
+def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, default_sigint):
     full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
     cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
-    _sigint_at(monkeypatch, {33})
     with pytest.raises(TrainingInterrupted, match=r"interrupted at step 33 of 60: state saved to .*last\.pth") as e:
-        train(cfg, data=tiny_data)
+        train(cfg, data=tiny_data, on_step=_sigint_at({33}))
     assert e.value.step == 33
     # Stopped at the end of step 33: the state is saved there, the best checkpoint is untouched.
     assert load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["step"] == 33
     assert load_checkpoint(tmp_path / "cut" / "best.pth")["step"] == 20
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "SIGINT handler not restored"
-    monkeypatch.undo()
 
     resumed = train(cfg, data=tiny_data, resume=True)
     assert _same_history(resumed.history, full.history)
@@ -177,30 +164,26 @@ def test_ctrl_c_stops_cleanly_and_resume_equals_an_uninterrupted_run(tmp_path, t
     assert json.loads((tmp_path / "cut" / "history.json").read_text())[-1]["step"] == 60
 
 
-def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_path, tiny_data, monkeypatch,
-                                                                           default_sigint):
+def test_second_ctrl_c_aborts_at_once_and_the_last_evaluation_still_resumes(tmp_path, tiny_data, default_sigint):
     full = train(tiny_config(tmp_path, steps=60, out=str(tmp_path / "full")), data=tiny_data)
     cfg = tiny_config(tmp_path, steps=60, out=str(tmp_path / "cut"))
-    _sigint_at(monkeypatch, {45}, times=2)
     with pytest.raises(KeyboardInterrupt) as e:
-        train(cfg, data=tiny_data)
-    assert not isinstance(e.value, TrainingInterrupted)  # mid-step: nothing saved for step 45
+        train(cfg, data=tiny_data, on_step=_sigint_at({45}, times=2))
+    assert not isinstance(e.value, TrainingInterrupted)  # aborted at once: nothing saved for step 45
     assert load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["step"] == 40
-    monkeypatch.undo()
     resumed = train(cfg, data=tiny_data, resume=True)
     assert _same_history(resumed.history, full.history)
     assert _same_weights(tmp_path / "cut" / "last.pth", tmp_path / "full" / "last.pth")
 
 
-def test_ignored_ctrl_c_stays_ignored(tmp_path, tiny_data, monkeypatch):
+def test_ignored_ctrl_c_stays_ignored(tmp_path, tiny_data):
     """A process that ignores SIGINT (a script's background job) is not made interruptible by train()."""
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         seen = []
-        real = train_module.vat_loss
-        monkeypatch.setattr(train_module, "vat_loss", lambda *a, **k: seen.append(signal.getsignal(signal.SIGINT)) or real(*a, **k))
-        train(tiny_config(tmp_path, steps=5, out=""), data=tiny_data)
-        assert seen and all(h is signal.SIG_IGN for h in seen)
+        train(tiny_config(tmp_path, steps=5, out=""), data=tiny_data,
+              on_step=lambda run: seen.append(signal.getsignal(signal.SIGINT)))
+        assert len(seen) == 5 and all(h is signal.SIG_IGN for h in seen)
     finally:
         signal.signal(signal.SIGINT, before)
 
@@ -244,7 +227,7 @@ def test_cli_ctrl_c_then_resume_ends_like_an_uninterrupted_run(tmp_path):
 
     resumed = run(cut, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "(resuming)" in resumed.stdout
+    assert f"(resuming at step {stopped + 1})" in resumed.stdout
     assert _same_history(json.loads((cut / "history.json").read_text()),
                          json.loads((tmp_path / "full" / "history.json").read_text()))
     for name in ("best.pth", "last.pth"):
@@ -255,24 +238,82 @@ def test_cli_ctrl_c_then_resume_ends_like_an_uninterrupted_run(tmp_path):
 
 # --- NaN / inf ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoints(tmp_path, tiny_data, monkeypatch, bad):
-    real, calls = train_module.vat_loss, {"n": 0}
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoints(tmp_path, tiny_data):
+    def poison(run):  # after step 46's update, the weights turn NaN: step 47's loss is the first bad one
+        if run.step == 46:
+            run.model.head.bias.data.fill_(float("nan"))
 
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * bad if calls["n"] == 47 else loss
-
-    monkeypatch.setattr(train_module, "vat_loss", poisoned)
-    with pytest.raises(FloatingPointError, match=rf"step 47: loss is {bad} .*vat {bad}") as e:
-        train(tiny_config(tmp_path, steps=60), data=tiny_data)
+    with pytest.raises(FloatingPointError, match=r"step 47: loss is nan \(sup nan, vat nan\); training stopped "
+                                                 r"before this update") as e:
+        train(tiny_config(tmp_path, steps=60), data=tiny_data, on_step=poison)
     msg = str(e.value)
     best, last = tmp_path / "run" / "best.pth", tmp_path / "run" / "last.pth"
-    assert str(best) in msg and str(last) in msg, msg
+    assert f"{best} (step " in msg and f"{last} (step 40)" in msg, msg
     assert load_checkpoint(last)["resume"]["step"] == 40 and load_checkpoint(best)["step"] <= 40
     for path in (best, last):
         assert all(torch.isfinite(p).all() for p in load_model(path).parameters())
+
+
+def test_an_infinite_loss_is_refused_too(tmp_path, tiny_data):
+    from vatlib import Run, split_train
+
+    run = Run(tiny_config(tmp_path), tiny_data, split_train(tiny_data.train_labels, 3, 60, 0), torch.device("cpu"))
+    run.step = 7
+    with pytest.raises(FloatingPointError, match=r"step 7: loss is inf \(sup 1, vat inf\).*No checkpoint was written"):
+        run.check_finite(torch.tensor(float("inf")), {"sup": torch.tensor(1.0), "vat": torch.tensor(float("inf"))})
+
+
+# --- run folders: nothing finished is lost -----------------------------------------------------------
+
+def test_a_second_run_into_a_finished_runs_folder_is_refused_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "a"
+    args = ["train", "--steps", "10", "--eval-every", "5", "--width", "4", "--batch-unlabelled", "16",
+            "--out", str(out), "--no-progress", "--num-threads", "1"]
+    assert main([*args, "--seed", "1"]) == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert main([*args, "--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out} already holds a run (best.pth, last.pth, history.json, config.json); nothing was changed" in err
+    assert all(option in err for option in ("--resume", "another --out", "--overwrite")), err
+    assert _files(out) == before, "the finished run was changed"
+    # Asked explicitly, the second run replaces the first.
+    assert main([*args, "--seed", "2", "--overwrite"]) == 0
+    assert load_checkpoint(out / "best.pth")["config"]["seed"] == 2
+    assert json.loads((out / "config.json").read_text())["seed"] == 2
+
+
+def test_overwrite_removes_nothing_when_the_new_run_is_invalid(tmp_path, tiny_data):
+    cfg = tiny_config(tmp_path, steps=10, eval_every=5)
+    train(cfg, data=tiny_data)
+    before = _files(tmp_path / "run")
+    with pytest.raises(ValueError, match="per_class=61 is too large"):
+        train(tiny_config(tmp_path, steps=10, per_class=61), data=tiny_data, overwrite=True)
+    assert _files(tmp_path / "run") == before
+
+
+def test_full_disk_while_saving_names_the_file_and_the_intact_checkpoint(tmp_path, capsys, monkeypatch):
+    """The disk fills up at the second evaluation's best.pth: one line naming it, the first evaluation's files intact."""
+    out = tmp_path / "run"
+    real_fsync, calls = os.fsync, []
+
+    def filling_disk(fd):
+        calls.append(fd)
+        if len(calls) > 4:  # config.json, then best.pth, history.json, last.pth of the first evaluation
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", filling_disk)
+    code = main(["train", "--steps", "20", "--eval-every", "5", "--width", "4", "--batch-unlabelled", "16",
+                 "--out", str(out), "--no-progress", "--num-threads", "1", "--max-shift", "0"])
+    monkeypatch.undo()
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: cannot write {out / 'best.pth'}: No space left on device (best.pth left unchanged)")
+    assert f"Last good checkpoints kept: {out / 'best.pth'} (step 5), {out / 'last.pth'} (step 5)" in err, err
+    assert load_checkpoint(out / "best.pth")["step"] == 5 and load_checkpoint(out / "last.pth")["resume"]["step"] == 5
+    assert sorted(p.name for p in out.iterdir()) == ["best.pth", "config.json", "history.json", "last.pth"]
 
 
 # --- invalid config ---------------------------------------------------------------------------------

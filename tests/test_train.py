@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_config
+import vatlib
 from vatlib import TrainConfig, evaluate, load_checkpoint, load_model, train
 from vatlib.__main__ import main
 
@@ -96,12 +97,13 @@ def test_cli_preset_then_explicit_flags_override(monkeypatch):
     from vatlib import PRESETS
 
     seen = []
-    monkeypatch.setattr(cli, "train", lambda cfg, resume=False: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(cli, "train", lambda cfg, **kw: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
     assert main(["train", "--preset", "best", "--eps", "0.5", "--no-progress"]) == 130
     assert seen[0].steps == PRESETS["best"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/best"
     assert main(["train", "--supervised-only", "--steps", "9"]) == 130
     assert (seen[1].vat_weight, seen[1].entmin_weight, seen[1].balance_weight) == (0.0, 0.0, 0.0)
     assert (seen[1].steps, seen[1].out) == (9, "runs/supervised")
+    assert seen[1] == vatlib.preset_config("supervised", steps=9, out="runs/supervised", progress=seen[1].progress)
     with pytest.raises(SystemExit):
         main(["train", "--preset", "nope"])
 
@@ -122,3 +124,20 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vatlib", "evaluate", str(tmp_path / "missing.pth")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "no such checkpoint file" in proc.stderr
+
+
+def test_callbacks_see_every_step_and_evaluation_and_can_stop_the_run(tmp_path, tiny_data):
+    steps, rows = [], []
+
+    def on_eval(run):
+        rows.append(dict(run.history[-1]))
+        assert (tmp_path / "run" / "last.pth").exists()  # saved before the callback runs
+        if run.step == 40:
+            run.request_stop()
+
+    with pytest.raises(vatlib.TrainingInterrupted, match="interrupted at step 40 of 100"):
+        train(tiny_config(tmp_path), data=tiny_data, on_step=lambda run: steps.append(run.step), on_eval=on_eval)
+    assert steps == list(range(1, 41)) and [r["step"] for r in rows] == [20, 40]
+    assert set(rows[0]) == {"step", "time_s", "lr", "val_acc", "test_acc", "loss_sup", *(f"loss_{n}" for n in vatlib.LOSS_TERMS)}
+    resumed = train(tiny_config(tmp_path), data=tiny_data, resume=True, on_start=lambda run: steps.append(("start", run.step)))
+    assert steps[-1] == ("start", 40) and resumed.history[:2] == rows

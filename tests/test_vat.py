@@ -251,3 +251,16 @@ def test_balance_loss_known_values_and_direction():
     logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 2.0]], requires_grad=True)
     balance_loss(logits).backward()
     assert (logits.grad[:, 0] > 0).all() and (logits.grad[:, 1] < 0).all()  # descent lowers class 0, raises 1
+
+
+def test_vat_loss_reductions():
+    model = ConvNet(width=4).eval()
+    x = torch.rand(5, 1, 28, 28)
+    losses = {}
+    for reduction in ("none", "mean", "sum"):
+        torch.manual_seed(3)
+        losses[reduction] = vat_loss(model, x, eps=1.0, reduction=reduction)
+    assert losses["none"].shape == (5,) and bool((losses["none"] >= 0).all())
+    assert torch.allclose(losses["none"].mean(), losses["mean"]) and torch.allclose(losses["none"].sum(), losses["sum"])
+    with pytest.raises(ValueError, match="reduction='avg' is invalid; allowed: mean, sum, none"):
+        vat_loss(model, x, eps=1.0, reduction="avg")

@@ -17,9 +17,9 @@ from typing import List, Optional
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import DataError, load_dataset
-from .train import PRESETS, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
+from .train import PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
 
 
 def _field_comments() -> dict:
@@ -46,22 +46,23 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields}
-    if args.supervised_only:
-        given.update(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0)
+    if args.supervised_only:  # the supervised preset's overrides, on top of the chosen preset
+        given = {**PRESETS["supervised"], **given}
     given.setdefault("out", "runs/supervised" if args.supervised_only else f"runs/{args.preset}")
     cfg = preset_config(args.preset, **given)
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    print(f"vatlib train{' (resuming)' if args.resume else ''}: {cfg.dataset}, {cfg.per_class} labels/class, "
-          f"{'VAT' if cfg.uses_unlabelled else 'supervised-only'} on {device}, "
-          f"{cfg.steps} steps, {torch.get_num_threads() if not cfg.num_threads else cfg.num_threads} threads -> {cfg.out}")
+
+    def banner(run: Run) -> None:
+        print(f"vatlib train{' (resuming at step ' + str(run.step + 1) + ')' if args.resume else ''}: {cfg.dataset}, "
+              f"{cfg.per_class} labels/class, {'VAT' if run.terms else 'supervised-only'} on {run.device}, "
+              f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {cfg.out}", flush=True)
+
     t0 = time.perf_counter()
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, on_start=banner)
     except TrainingInterrupted as e:
         print(f"{e}", file=sys.stderr)
         if e.resume_path is not None:
-            argv = [a for a in (args.argv or sys.argv[1:]) if a != "--resume"]
+            argv = [a for a in (args.argv or sys.argv[1:]) if a not in ("--resume", "--overwrite")]
             print("resume with: python -m vatlib " + " ".join(shlex.quote(a) for a in argv) + " --resume", file=sys.stderr)
         return 130
     wall = time.perf_counter() - t0
@@ -75,7 +76,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.path)
-    model = load_model(args.path, device=resolve_device(args.device))
+    model = model_from_checkpoint(ckpt, args.path).to(resolve_device(args.device))
     dataset = ckpt["config"].get("dataset", "MNIST")
     data = load_dataset(dataset, args.data_root)
     labels = data.test_labels
@@ -103,9 +104,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                          help="named recipe; other flags override it (default: default)")
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
-                         help="baseline: cross-entropy on the labelled images only (sets the vat, entmin and balance weights to 0)")
-    p_train.add_argument("--resume", action="store_true",
-                         help="continue the interrupted run in --out from its last.pth (same options as the run)")
+                         help="baseline: cross-entropy on the labelled images only (the 'supervised' preset's "
+                              "overrides: vat, entmin and balance weights 0); writes runs/supervised by default")
+    what = p_train.add_mutually_exclusive_group()
+    what.add_argument("--resume", action="store_true",
+                      help="continue the interrupted run in --out from its last.pth (same options as the run)")
+    what.add_argument("--overwrite", action="store_true",
+                      help="replace the run already in --out (without it, such a folder is refused and left as is)")
     p_train.set_defaults(func=_cmd_train)
     p_eval = sub.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")
     p_eval.add_argument("path", help="checkpoint file, e.g. best_model.pth")
@@ -116,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, DataError, CheckpointError, FloatingPointError) as e:
+    except (ValueError, DataError, CheckpointError, FloatingPointError, RunExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,20 +7,24 @@ the step, validation and test accuracy, and the library versions that produced i
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import pickle
 import platform
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, BinaryIO, Callable, Dict, Union
 
 import torch
 from torch import nn
 
+from ._version import __version__
 from .model import build_model, model_spec
 
-__all__ = ["CheckpointError", "FORMAT", "cpu_state_dict", "library_versions", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CheckpointError", "FORMAT", "SaveError", "cpu_state_dict", "library_versions", "load_checkpoint",
+           "load_model", "model_from_checkpoint", "save_checkpoint", "write_json"]
 
 FORMAT = "vatlib-checkpoint-v1"
 PathLike = Union[str, Path]
@@ -31,38 +35,65 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, unsafe, or does not fit the model it describes."""
 
 
+class SaveError(CheckpointError):
+    """A file could not be written (disk full, no permission, ...); its previous version is unchanged."""
+
+
 def library_versions() -> Dict[str, str]:
     import numpy
     import torchvision
-
-    from . import __version__
 
     # str(): torch.__version__ is a TorchVersion object, which weights_only loading rightly refuses.
     return {"vatlib": str(__version__), "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "numpy": str(numpy.__version__), "python": platform.python_version()}
 
 
-def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(f)`` on a temporary file in the same folder, fsync it, then rename it over ``path``.
 
     A crash or kill at any moment leaves either the old file or the new one, never a mix:
     ``os.replace`` is atomic on POSIX and Windows when both paths are on one file system.
+
+    Raises:
+        SaveError: the file could not be written (e.g. the disk is full), naming it and the cause;
+            the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            before = "left unchanged" if path.exists() else "not created"
+            raise SaveError(f"cannot write {path}: {e.strerror or e} ({path.name} {before})") from None
         raise
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`.
+
+    Serialised in memory first (a checkpoint is a few MB at most), so a failing disk shows up as the
+    plain ``OSError`` of a file write rather than an error from inside torch's zip writer.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through :func:`atomic_write` (same fsync-and-rename care)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def cpu_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -127,7 +158,16 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.M
         model = load_model("best_model.pth")
         logits = model(images)  # images (N, 1, 28, 28) in [0, 1] -> logits (N, 10)
     """
-    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), path).to(device)
+
+
+def model_from_checkpoint(ckpt: Dict[str, Any], source: PathLike = "checkpoint") -> nn.Module:
+    """The model (eval mode, on the CPU) that an already loaded checkpoint dict describes.
+
+    ``source`` names the file in error messages. Use it to read a file once and get both the
+    metadata and the model: ``ckpt = load_checkpoint(p); model = model_from_checkpoint(ckpt, p)``.
+    """
+    path = source
     spec = dict(ckpt["model"])
     try:
         model = build_model(spec.pop("name"), **spec)
@@ -138,4 +178,4 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.M
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:400]
         raise CheckpointError(f"{path}: weights do not fit the architecture {ckpt['model']}: {detail}") from None
-    return model.to(device).eval()
+    return model.eval()

@@ -5,18 +5,23 @@ on validation and test every ``eval_every`` steps, keeps the best-on-validation 
 atomically) and returns the model, the history and the numbers. The test set is evaluated for
 reporting only; nothing is ever chosen by it.
 
+The pieces, in reading order: ``TrainConfig`` (every knob, with its reason), ``LOSS_TERMS`` (the
+loss terms, in one table), ``Run`` (the state of one run: one step, one evaluation, saving, and
+``state_dict()``, the only definition of what ``last.pth`` holds) and ``train()``, which strings
+them together.
+
 Interrupting is safe: at every evaluation ``last.pth`` receives the full training state (weights,
 optimiser, schedule, weight average, random generators), and Ctrl-C (SIGINT) stops at the end of
 the current step after writing it. ``train(config, resume=True)`` (``--resume`` on the command
 line) continues from it, and on the CPU ends with the same weights and metrics as a run that was
-never interrupted.
+never interrupted. A folder that already holds a run is never written over unless asked
+(``overwrite=True``, ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import signal
 import sys
@@ -24,19 +29,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, cpu_state_dict, load_checkpoint, save_checkpoint
-from .data import DATASETS, ImageData, load_dataset, random_affine, random_translate, split_train, to_float
+from .checkpoint import CheckpointError, SaveError, cpu_state_dict, load_checkpoint, save_checkpoint, write_json
+from .data import DATASETS, ImageData, Split, load_dataset, random_affine, random_translate, split_train, to_float
 from .model import MODELS, build_model
 from .vat import DEFAULT_XI, balance_loss, entropy_loss, vat_loss
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "TrainingInterrupted", "evaluate", "predict", "preset_config",
-           "resolve_device", "train"]
+__all__ = ["LOSS_TERMS", "PRESETS", "Run", "RunExistsError", "TrainConfig", "TrainResult", "TrainingInterrupted",
+           "evaluate", "predict", "preset_config", "resolve_device", "train"]
 
 
 @dataclass
@@ -79,8 +84,11 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout: ~1.3x faster convolutions on CPU with oneDNN
     progress: bool = True  # show a tqdm progress bar
 
-    def validate(self) -> None:
-        """Raise ValueError naming the field, its value and the allowed range, before any work starts."""
+    def validate(self) -> torch.device:
+        """Raise ValueError naming the field, its value and the allowed range, before any work starts.
+
+        Returns the device the run will use (``resolve_device(self.device)``).
+        """
         def need(ok: bool, field: str, allowed: str) -> None:
             if not ok:
                 raise ValueError(f"TrainConfig.{field}={getattr(self, field)!r} is invalid; allowed: {allowed}")
@@ -100,7 +108,7 @@ class TrainConfig:
         need(self.max_shift < 14, "max_shift", "0..13 pixels")
         need(0 <= self.max_rotate <= 180, "max_rotate", "0..180 degrees")
         need(0 <= self.max_scale < 1, "max_scale", "0 <= max_scale < 1")
-        resolve_device(self.device)  # raises ValueError for a bad device
+        return resolve_device(self.device)  # raises ValueError for a bad device
 
     @property
     def uses_unlabelled(self) -> bool:
@@ -112,10 +120,12 @@ class TrainConfig:
 
 
 # Named recipes: overrides on TrainConfig's defaults. "default" is what `python -m vatlib train` runs;
-# "best" is the longer recipe best_model.pth is trained with (`python -m vatlib train --preset best`).
+# "best" is the longer recipe best_model.pth is trained with (`python -m vatlib train --preset best`);
+# "supervised" is the baseline on the same labels, model, augmentation and steps (`--supervised-only`).
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {},
     "best": dict(steps=9000, eval_every=500, max_rotate=10.0, max_scale=0.1),
+    "supervised": dict(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0),
 }
 
 
@@ -159,6 +169,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """Predicted classes (N,) for uint8 images (N, 28, 28) or float images (N, 1, 28, 28) in [0, 1]."""
+    if images.dtype != torch.uint8 and hasattr(model, "check_input"):
+        model.check_input(images[:1].to(next(model.parameters())))  # dtype, shape; the range of one image
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -197,20 +209,25 @@ class _EMA:
             b_ema.copy_(b)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename), creating the folder if needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+# --------------------------------------------------------------------------------------- loss terms
+
+# Terms on the unlabelled batch: name -> (weight field of TrainConfig, loss from (run, images, clean
+# logits)). A new term is a TrainConfig field with its reason comment plus one line here; it is
+# computed when its weight is > 0, added as weight x loss, and logged as ``loss_<name>`` in the history.
+UnlabelledLoss = Callable[["Run", torch.Tensor, torch.Tensor], torch.Tensor]
+LOSS_TERMS: Dict[str, Tuple[str, UnlabelledLoss]] = {
+    "vat": ("vat_weight", lambda run, xu, logits_u: vat_loss(run.model, xu, eps=run.cfg.eps, xi=run.cfg.xi,
+                                                             n_power=run.cfg.n_power, logits=logits_u)),
+    "ent": ("entmin_weight", lambda run, xu, logits_u: entropy_loss(logits_u)),
+    "bal": ("balance_weight", lambda run, xu, logits_u: balance_loss(logits_u)),
+}
+LOSS_NAMES = ("sup", *LOSS_TERMS)  # "sup": cross-entropy on the labelled batch, always on
 
 
-# Fields that may differ between an interrupted run and its resumption without changing the result.
-RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root")
-
+# --------------------------------------------------------------------------------------- one run
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped ``train`` at a step boundary, after it saved the state needed to resume.
+    """Ctrl-C (or ``Run.request_stop``) stopped ``train`` at a step boundary, after it saved the state to resume.
 
     A ``KeyboardInterrupt``, so code that catches that (Jupyter, the command line) still does.
     """
@@ -220,20 +237,272 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.resume_path = step, resume_path
 
 
+class RunExistsError(FileExistsError):
+    """The output folder already holds a run, and neither resume nor overwrite was asked for."""
+
+
+# Fields that may differ between an interrupted run and its resumption without changing the result.
+RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root")
+RUN_FILES = ("best.pth", "last.pth", "history.json", "config.json")  # what a run writes in its folder
+
+
+class Run:
+    """The state of one training run, and the three things done to it: a step, an evaluation, a save.
+
+    Everything the remaining steps depend on lives here (model, optimiser, schedule, weight average,
+    random generators, history, best, loss sums), and ``state_dict()`` / ``load_state_dict()`` are
+    the one definition of the training state that ``last.pth`` holds. Callbacks given to ``train``
+    receive the run: ``run.step``, ``run.history`` (one row per evaluation), ``run.model``, and
+    ``run.request_stop()`` to end the run after this step as Ctrl-C would.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: ImageData, split: Split, device: torch.device) -> None:
+        self.cfg, self.data, self.split, self.device = cfg, data, split, device
+        self.out = Path(cfg.out) if cfg.out else None
+        torch.manual_seed(cfg.seed)  # model init and VAT's random directions
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch draws and augmentation, on the CPU
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        num_classes = int(data.train_labels.max()) + 1
+        model = build_model(cfg.model, num_classes=num_classes, width=cfg.width)
+        self.model = model.to(device).to(memory_format=self.memory_format)
+        self.model.check_inputs = False  # the images are made here; users' models keep their checks
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))  # cosine to 0
+        self.ema = _EMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+        self.train_images = data.train_images.to(device)  # uint8, 47 MB for MNIST: cheap to keep whole
+        self.train_labels = data.train_labels.to(device)
+        self.labelled, self.unlabelled = split.labelled.to(device), split.unlabelled.to(device)
+        self.val_images, self.val_labels = data.train_images[split.validation], data.train_labels[split.validation]
+        self.terms = [name for name, (weight, _) in LOSS_TERMS.items()
+                      if getattr(cfg, weight) > 0 and len(split.unlabelled) > 0]
+
+        self.step = 0  # optimiser updates done
+        self.history: List[Dict[str, float]] = []
+        self.best = {"step": 0, "val_acc": -1.0, "test_acc": float("nan")}
+        self.loss_sums = {name: torch.zeros((), device=device) for name in LOSS_NAMES}  # since the last evaluation
+        self.since = 0  # steps in loss_sums
+        self.saved: Dict[str, int] = {}  # file name -> step of its last successful save
+        self.stop_requested = False
+        self._t0 = time.perf_counter()
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated, saved and returned: the weight average if there is one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def request_stop(self) -> None:
+        """End the run after the current step, saving the state to resume from (as Ctrl-C does)."""
+        self.stop_requested = True
+
+    # ---------------------------------------------------------------- one step
+
+    def batch(self, indices: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A freshly augmented batch of images (size, 1, 28, 28) drawn with replacement, and their labels."""
+        cfg = self.cfg
+        pick = indices[torch.randint(len(indices), (size,), generator=self.gen).to(self.device)]
+        if cfg.max_rotate > 0 or cfg.max_scale > 0:
+            x = random_affine(self.train_images[pick], cfg.max_shift, cfg.max_rotate, cfg.max_scale, self.gen)
+        else:  # integer shifts: exact pixels, no interpolation blur
+            x = to_float(random_translate(self.train_images[pick], cfg.max_shift, self.gen))
+        return x.contiguous(memory_format=self.memory_format), self.train_labels[pick]
+
+    def losses(self) -> Dict[str, torch.Tensor]:
+        """Every active loss term on a fresh batch, by name (``LOSS_NAMES``)."""
+        xl, yl = self.batch(self.labelled, self.cfg.batch_labelled)
+        losses = {"sup": F.cross_entropy(self.model(xl), yl)}
+        if self.terms:
+            xu, _ = self.batch(self.unlabelled, self.cfg.batch_unlabelled)
+            # Clean unlabelled pass on its own batch, so BN batch statistics match the perturbed
+            # passes inside vat_loss and the KL is truly minimal at r = 0.
+            logits_u = self.model(xu)
+            for name in self.terms:
+                losses[name] = LOSS_TERMS[name][1](self, xu, logits_u)
+        return losses
+
+    def total_loss(self, losses: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Supervised loss + ramp x the weighted unlabelled terms."""
+        if not self.terms:
+            return losses["sup"]
+        ramp = min(1.0, self.step / self.cfg.rampup_steps) if self.cfg.rampup_steps else 1.0
+        return losses["sup"] + ramp * sum(getattr(self.cfg, LOSS_TERMS[n][0]) * losses[n] for n in self.terms)
+
+    def check_finite(self, loss: torch.Tensor, losses: Dict[str, torch.Tensor]) -> None:
+        """Stop before the update if the loss is NaN or inf, naming the step, each term and the checkpoints kept."""
+        if not torch.isfinite(loss):
+            terms = ", ".join(f"{n} {losses[n].item():.4g}" for n in losses)
+            raise FloatingPointError(f"step {self.step}: loss is {loss.item()} ({terms}); training stopped before "
+                                     f"this update. Lower lr or eps. {self.kept()}")
+
+    def train_step(self) -> None:
+        """One optimiser update on fresh batches."""
+        self.step += 1
+        losses = self.losses()
+        loss = self.total_loss(losses)
+        self.check_finite(loss, losses)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        for name, value in losses.items():
+            self.loss_sums[name] += value.detach()
+        self.since += 1
+
+    # ---------------------------------------------------------------- evaluation and saving
+
+    def evaluate(self) -> Dict[str, float]:
+        """Validation and test accuracy of ``eval_model`` now: appends and returns a history row, updates ``best``.
+
+        The test accuracy is recorded for reporting; only the validation accuracy chooses anything.
+        """
+        val_acc = evaluate(self.eval_model, self.val_images, self.val_labels)
+        test_acc = evaluate(self.eval_model, self.data.test_images, self.data.test_labels)
+        self.model.train()
+        row = {"step": self.step, "time_s": round(self.elapsed_s, 2), "lr": self.sched.get_last_lr()[0],
+               **{f"loss_{n}": (self.loss_sums[n] / self.since).item() for n in LOSS_NAMES},
+               "val_acc": val_acc, "test_acc": test_acc}
+        self.history.append(row)
+        for total in self.loss_sums.values():
+            total.zero_()
+        self.since = 0
+        # ">=": among equal validation scores keep the later model (lower lr, longer average).
+        # With no validation split (n_validation=0) the final model is the one kept.
+        if val_acc >= self.best["val_acc"] or (math.isnan(val_acc) and self.step == self.cfg.steps):
+            self.best = {"step": self.step, "val_acc": val_acc, "test_acc": test_acc}
+        return row
+
+    def save(self, name: str, **extra: Any) -> None:
+        """Write ``<out>/<name>``: ``eval_model`` with the split, the latest accuracies and ``extra`` (atomic).
+
+        A failed write (disk full, ...) raises a SaveError that names the file and the checkpoints still intact.
+        """
+        last = self.history[-1] if self.history else {"val_acc": float("nan"), "test_acc": float("nan")}
+        try:
+            save_checkpoint(self.out / name, self.eval_model, config=self.cfg.to_dict(), step=self.step,
+                            labelled_indices=self.split.labelled, validation_indices=self.split.validation,
+                            val_acc=last["val_acc"], test_acc=last["test_acc"], **extra)
+        except SaveError as e:
+            raise SaveError(f"{e}. Training stopped at step {self.step}. {self.kept()}") from None
+        self.saved[name] = self.step
+
+    def save_state(self) -> None:
+        """``last.pth``: loadable like any checkpoint (the evaluated weights), plus the training state."""
+        self.save("last.pth", resume=self.state_dict())
+
+    def after_evaluation(self) -> None:
+        """Save what an evaluation produced: ``best.pth`` if it improved, the history, the state."""
+        if self.out is None:
+            return
+        if self.best["step"] == self.step:
+            self.save("best.pth", history=self.history)
+        try:
+            write_json(self.out / "history.json", self.history)
+        except SaveError as e:
+            raise SaveError(f"{e}. Training stopped at step {self.step}. {self.kept()}") from None
+        self.save_state()
+
+    def kept(self) -> str:
+        """Which checkpoints are intact on disk, for error messages."""
+        kept = [f"{self.out / name} (step {step})" for name, step in self.saved.items()]
+        return f"Last good checkpoints kept: {', '.join(kept)}." if kept else "No checkpoint was written yet."
+
+    # ---------------------------------------------------------------- the training state
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything the remaining steps depend on, at a step boundary: the ``resume`` entry of ``last.pth``."""
+        cuda = self.device.type == "cuda"
+        return {"step": self.step, "model_state": cpu_state_dict(self.model), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "ema_state": cpu_state_dict(self.ema.model) if self.ema is not None else None,
+                "rng_cpu": torch.get_rng_state(), "rng_batches": self.gen.get_state(),
+                "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "history": self.history, "best": self.best, "since": self.since, "elapsed_s": self.elapsed_s,
+                "loss_sums": {n: t.cpu().clone() for n, t in self.loss_sums.items()}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a ``state_dict()``, so that the next step is the one the saved run would have taken."""
+        self.model.load_state_dict(state["model_state"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(state["ema_state"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.gen.set_state(state["rng_batches"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        for name, total in self.loss_sums.items():
+            total.copy_(state["loss_sums"][name])
+        self.step, self.since = int(state["step"]), int(state["since"])
+        self._t0 = time.perf_counter() - float(state["elapsed_s"])
+        if self.history:
+            self.saved = {"best.pth": self.best["step"], "last.pth": self.step}
+
+
+# --------------------------------------------------------------------------------------- run folders
+
+def _check_out(cfg: TrainConfig, resume: Union[bool, str, Path], overwrite: bool) -> List[Path]:
+    """Refuse to start a new run in a folder that holds another one, unless ``overwrite``.
+
+    Returns the earlier run's files, for the caller to delete once every other check has passed.
+    """
+    out = Path(cfg.out) if cfg.out else None
+    if resume:
+        if resume is True and out is None:
+            raise ValueError("resume=True needs TrainConfig.out, the folder of the interrupted run (got '')")
+        return []
+    found = [out / name for name in RUN_FILES if out is not None and (out / name).exists()]
+    if found and not overwrite:
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(p.name for p in found)}); nothing was changed. Continue it "
+            f"with --resume (resume=True), choose another --out, or pass --overwrite (overwrite=True) to replace it")
+    return found
+
+
+def _read_resume_state(path: Path, cfg: TrainConfig, split: Split) -> Dict[str, Any]:
+    """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
+                              f"start the run without resume")
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("resume")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
+    if not isinstance(state.get("loss_sums"), dict):
+        raise CheckpointError(f"{path}: training state written by vatlib < 0.2, which this version cannot resume")
+    saved = ckpt["config"]
+    changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in cfg.to_dict().items()
+               if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
+                         f"({'; '.join(changed)}); resuming needs the same settings")
+    if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()):
+        raise ValueError(f"cannot resume from {path}: the labelled images drawn now differ from the saved run's "
+                         f"(different data files?)")
+    return state
+
+
 class _StopRequest:
-    """SIGINT handler for the length of a run: the first Ctrl-C asks to stop after the current
+    """SIGINT handler for the length of a run: the first Ctrl-C asks the run to stop after the current
     step (so no step, save or optimiser update is cut in half); a second one interrupts at once."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, run: Run) -> None:
+        self.run = run
         self._previous: Any = None
         # Signal handlers can only be set from the main thread; elsewhere Ctrl-C keeps its default.
         self._active = threading.current_thread() is threading.main_thread()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.run.stop_requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.run.request_stop()
         print("\nCtrl-C: stopping after this step and saving the state to resume from "
               "(press Ctrl-C again to abort at once).", file=sys.stderr, flush=True)
 
@@ -250,29 +519,24 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _read_resume_state(path: Path, cfg: TrainConfig, split_labelled: torch.Tensor) -> Dict[str, Any]:
-    """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
-                              f"start the run without resume")
-    ckpt = load_checkpoint(path)
-    state = ckpt.get("resume")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
-    saved = ckpt["config"]
-    changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in cfg.to_dict().items()
-               if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
-    if changed:
-        raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
-                         f"({'; '.join(changed)}); resuming needs the same settings")
-    if not torch.equal(ckpt["labelled_indices"], split_labelled.cpu()):
-        raise ValueError(f"cannot resume from {path}: the labelled images drawn now differ from the saved run's "
-                         f"(different data files?)")
-    return state
+def _interrupted(run: Run) -> TrainingInterrupted:
+    """Save the state (unless this step's evaluation just did) and say how to continue."""
+    last = run.out / "last.pth" if run.out is not None else None
+    if last is not None and run.saved.get("last.pth") != run.step:
+        run.save_state()
+    where = f"state saved to {last}; continue with resume=True (--resume)" if last else "nothing saved (out is empty)"
+    best = f"; best checkpoint (step {run.best['step']}) kept at {run.out / 'best.pth'}" if "best.pth" in run.saved else ""
+    return TrainingInterrupted(f"interrupted at step {run.step} of {run.cfg.steps}: {where}{best}", run.step, last)
+
+
+# --------------------------------------------------------------------------------------- train()
+
+Callback = Callable[[Run], None]
 
 
 def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None, *,
-          resume: Union[bool, str, Path] = False) -> TrainResult:
+          resume: Union[bool, str, Path] = False, overwrite: bool = False, on_start: Optional[Callback] = None,
+          on_step: Optional[Callback] = None, on_eval: Optional[Callback] = None) -> TrainResult:
     """Train one model as ``config`` says; see the module docstring.
 
     Args:
@@ -281,178 +545,68 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
             ``config.dataset`` / ``config.data_root`` when None.
         resume: continue an interrupted run: True reads ``<out>/last.pth``, a path reads that file.
             The config must match the saved one (apart from out, progress, device, threads and data root).
+        overwrite: replace a run already in ``config.out`` (its files are deleted first); without it,
+            such a folder raises ``RunExistsError`` before anything is written.
+        on_start, on_step, on_eval: called with the ``Run`` once before the first step, after every
+            step, and after every evaluation (``run.history[-1]`` is the new row, already saved).
 
     Raises:
-        TrainingInterrupted: Ctrl-C; the state was saved to ``<out>/last.pth`` first.
+        TrainingInterrupted: Ctrl-C or ``run.request_stop()``; the state was saved to ``<out>/last.pth`` first.
         FloatingPointError: the loss became NaN or inf (the step and the losses are named).
+        RunExistsError: ``config.out`` holds a run and neither resume nor overwrite was given.
+        SaveError: a file could not be written (disk full, ...); the message names it and the intact checkpoints.
     """
     cfg = config or TrainConfig()
-    cfg.validate()
-    device = resolve_device(cfg.device)
+    device = cfg.validate()
+    replaced = _check_out(cfg, resume, overwrite)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_root)
+    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
     split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
-    num_classes = int(data.train_labels.max()) + 1
-    out = Path(cfg.out) if cfg.out else None
-    last_path = out / "last.pth" if out is not None else None
-    resume_state = None
+    state = None
     if resume:
-        if resume is True and last_path is None:
-            raise ValueError("resume=True needs TrainConfig.out, the folder of the interrupted run (got '')")
-        resume_state = _read_resume_state(last_path if resume is True else Path(resume), cfg, split.labelled)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
-
-    torch.manual_seed(cfg.seed)  # model init and VAT's random directions
-    gen = torch.Generator().manual_seed(cfg.seed)  # batch draws and augmentation, on the CPU
-    model = build_model(cfg.model, num_classes=num_classes, width=cfg.width).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))
-    ema = _EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    eval_model = ema.model if ema is not None else model  # what is evaluated, saved and returned
-
-    train_images = data.train_images.to(device)  # uint8, 47 MB for MNIST: cheap to keep whole
-    train_labels = data.train_labels.to(device)
-    labelled, unlabelled = split.labelled.to(device), split.unlabelled.to(device)
-    val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
-    use_unlabelled = cfg.uses_unlabelled and len(unlabelled) > 0
-
-    affine = cfg.max_rotate > 0 or cfg.max_scale > 0
-
-    def batch(indices: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A freshly augmented batch (size, 1, 28, 28) drawn with replacement, and the picked indices."""
-        pick = indices[torch.randint(len(indices), (size,), generator=gen).to(device)]
-        if affine:
-            x = random_affine(train_images[pick], cfg.max_shift, cfg.max_rotate, cfg.max_scale, gen)
-        else:  # integer shifts: exact pixels, no interpolation blur
-            x = to_float(random_translate(train_images[pick], cfg.max_shift, gen))
-        return x.contiguous(memory_format=memory_format), pick
-
-    history: List[Dict[str, float]] = []
-    best = {"step": 0, "val_acc": -1.0, "test_acc": float("nan")}
-    ckpt_path = out / "best.pth" if out is not None else None
-    sums = torch.zeros(4, device=device)  # running sums of sup / vat / ent / balance losses since the last evaluation
-    since = 0
-    start = 1
-    elapsed = 0.0
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model_state"])
-        opt.load_state_dict(resume_state["optimizer"])
-        sched.load_state_dict(resume_state["scheduler"])
-        if ema is not None:
-            ema.model.load_state_dict(resume_state["ema_state"])
-        torch.set_rng_state(resume_state["rng_cpu"])
-        gen.set_state(resume_state["rng_batches"])
-        if device.type == "cuda" and resume_state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
-        history, best = list(resume_state["history"]), dict(resume_state["best"])
-        sums.copy_(resume_state["loss_sums"])
-        since, start, elapsed = int(resume_state["since"]), int(resume_state["step"]) + 1, float(resume_state["elapsed_s"])
-
-    def save_state(step: int) -> None:
-        """Everything the remaining steps depend on, at a step boundary, to ``last.pth`` (atomically)."""
-        val_acc = history[-1]["val_acc"] if history else float("nan")
-        test_acc = history[-1]["test_acc"] if history else float("nan")
-        state = {"step": step, "model_state": cpu_state_dict(model), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "ema_state": cpu_state_dict(ema.model) if ema is not None else None,
-                 "rng_cpu": torch.get_rng_state(), "rng_batches": gen.get_state(),
-                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                 "history": history, "best": best, "loss_sums": sums.cpu().clone(), "since": since,
-                 "elapsed_s": time.perf_counter() - t0}
-        # Loadable like any checkpoint (load_model gives the evaluated weights); "resume" is the rest.
-        save_checkpoint(last_path, eval_model, config=cfg.to_dict(), labelled_indices=split.labelled, step=step,
-                        val_acc=val_acc, test_acc=test_acc, validation_indices=split.validation, resume=state)
-
-    t0 = time.perf_counter() - elapsed
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start - 1, desc="vat" if cfg.vat_weight > 0 else "supervised", unit="step")
-
-    model.train()
-    with _StopRequest() as stop:
+        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split)
+    for path in replaced:  # overwrite=True, and everything else checked: only now is the earlier run removed
+        path.unlink()
+    if cfg.out:
+        write_json(Path(cfg.out) / "config.json", cfg.to_dict())
+    run = Run(cfg, data, split, device)
+    if state is not None:
+        run.load_state_dict(state)
+    if on_start:
+        on_start(run)
+    bar = _progress_bar(run)
+    run.model.train()
+    with _StopRequest(run):
         try:
-            for step in range(start, cfg.steps + 1):
-                xl, pick_l = batch(labelled, cfg.batch_labelled)
-                sup = F.cross_entropy(model(xl), train_labels[pick_l])
-                loss = sup
-                lds = ent = bal = torch.zeros((), device=device)
-                if use_unlabelled:
-                    ramp = min(1.0, step / cfg.rampup_steps) if cfg.rampup_steps else 1.0
-                    xu, _ = batch(unlabelled, cfg.batch_unlabelled)
-                    # Clean unlabelled pass on its own batch, so BN batch statistics match the perturbed
-                    # passes inside vat_loss and the KL is truly minimal at r = 0.
-                    logits_u = model(xu)
-                    if cfg.vat_weight > 0:
-                        lds = vat_loss(model, xu, eps=cfg.eps, xi=cfg.xi, n_power=cfg.n_power, logits=logits_u)
-                    if cfg.entmin_weight > 0:
-                        ent = entropy_loss(logits_u)
-                    if cfg.balance_weight > 0:
-                        bal = balance_loss(logits_u)
-                    loss = loss + ramp * (cfg.vat_weight * lds + cfg.entmin_weight * ent + cfg.balance_weight * bal)
-                if not torch.isfinite(loss):
-                    kept = [f"{p} (step {s})" for p, s in ((ckpt_path, best["step"]),
-                            (last_path, history[-1]["step"] if history else 0)) if p is not None and s]
-                    raise FloatingPointError(
-                        f"step {step}: loss is {loss.item()} (supervised {sup.item():.4g}, vat {lds.item():.4g}, "
-                        f"entropy {ent.item():.4g}, balance {bal.item():.4g}); training stopped before this update. "
-                        "Lower lr or eps. "
-                        + (f"Last good checkpoints kept: {', '.join(kept)}." if kept else "No checkpoint was written yet."))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update(model, step)
-                sums += torch.stack([sup.detach(), lds.detach(), ent.detach(), bal.detach()])
-                since += 1
+            while run.step < cfg.steps:
+                run.train_step()
+                if on_step:
+                    on_step(run)
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    run.evaluate()
+                    run.after_evaluation()
+                    if on_eval:
+                        on_eval(run)
+                    if bar is not None:
+                        bar.set_postfix(val=f"{run.history[-1]['val_acc']:.4f}", best_val=f"{run.best['val_acc']:.4f}")
                 if bar is not None:
                     bar.update(1)
-
-                evaluating = step % cfg.eval_every == 0 or step == cfg.steps
-                if evaluating:
-                    val_acc = evaluate(eval_model, val_images, val_labels)
-                    test_acc = evaluate(eval_model, data.test_images, data.test_labels)  # reported, never used to choose
-                    model.train()
-                    losses = (sums / since).tolist()
-                    row = {"step": step, "time_s": round(time.perf_counter() - t0, 2), "lr": sched.get_last_lr()[0],
-                           "loss_sup": losses[0], "loss_vat": losses[1], "loss_ent": losses[2], "loss_bal": losses[3],
-                           "val_acc": val_acc, "test_acc": test_acc}
-                    history.append(row)
-                    sums.zero_()
-                    since = 0
-                    # ">=": among equal validation scores keep the later model (lower lr, longer average).
-                    # With no validation split (n_validation=0) the final model is the one kept.
-                    if val_acc >= best["val_acc"] or (math.isnan(val_acc) and step == cfg.steps):
-                        best = {"step": step, "val_acc": val_acc, "test_acc": test_acc}
-                        if ckpt_path is not None:
-                            save_checkpoint(ckpt_path, eval_model, config=cfg.to_dict(), labelled_indices=split.labelled,
-                                            step=step, val_acc=val_acc, test_acc=test_acc,
-                                            validation_indices=split.validation, history=history)
-                    if out is not None:
-                        write_json(out / "history.json", history)
-                        save_state(step)
-                    if bar is not None:
-                        bar.set_postfix(val=f"{val_acc:.4f}", test=f"{test_acc:.4f}", best_val=f"{best['val_acc']:.4f}")
-                if stop.requested and step < cfg.steps:
-                    if last_path is not None and not evaluating:  # an evaluation step has just saved it
-                        save_state(step)
-                    where = (f"state saved to {last_path}; continue with resume=True (--resume)"
-                             if last_path is not None else "nothing saved (out is empty)")
-                    kept = f"; best checkpoint (step {best['step']}) kept at {ckpt_path}" if best["step"] and ckpt_path else ""
-                    raise TrainingInterrupted(f"interrupted at step {step} of {cfg.steps}: {where}{kept}", step,
-                                              last_path)
+                if run.stop_requested and run.step < cfg.steps:
+                    raise _interrupted(run)
         finally:
             if bar is not None:
                 bar.close()
-
-    final_model = eval_model.eval()
-    last = history[-1]
+    model = run.eval_model.eval()
+    model.check_inputs = True
+    last = run.history[-1]
     final = {"step": last["step"], "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
-    return TrainResult(final_model, history, best, final, ckpt_path if best["step"] else None)
+    return TrainResult(model, run.history, run.best, final, run.out / "best.pth" if "best.pth" in run.saved else None)
+
+
+def _progress_bar(run: Run) -> Any:
+    if not run.cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.cfg.steps, initial=run.step, desc="vat" if run.terms else "supervised", unit="step")

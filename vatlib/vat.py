@@ -44,6 +44,8 @@ __all__ = [
 # tests/test_vat.py::test_default_xi_float32_matches_float64 checks the direction against float64.
 DEFAULT_XI = 1e-3
 
+REDUCTIONS = {"mean": torch.mean, "sum": torch.sum, "none": lambda t: t}  # of per-sample losses (N,)
+
 
 def l2_normalize(d: torch.Tensor) -> torch.Tensor:
     """Scale each sample of ``d`` (N, ...) to unit L2 norm; all-zero samples stay zero.
@@ -178,11 +180,14 @@ def vat_loss(
     xi: float = DEFAULT_XI,
     n_power: int = 1,
     logits: Optional[torch.Tensor] = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Local distributional smoothness: mean over the batch of KL(p(x) || p(x + r_adv)).
 
     Gradients flow into the model through the perturbed pass only; p(x) is a fixed target.
-    Arguments are those of :func:`vat_perturbation`. Buffers are unchanged by every pass made here.
+    Arguments are those of :func:`vat_perturbation`, plus ``reduction``: ``"mean"`` (a scalar,
+    the default), ``"sum"``, or ``"none"`` for the per-sample KL (N,). Buffers are unchanged by
+    every pass made here.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
@@ -191,12 +196,14 @@ def vat_loss(
         (0, True)
     """
     _check_args(x, eps, xi, n_power)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is invalid; allowed: {', '.join(REDUCTIONS)}")
     x = x.detach()
     with preserved_buffers(model):
         p_logits = _clean_logits(model, x, logits)
         r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
         q_logits = model(x + r_adv)
-    return _kl_div_logits(p_logits, q_logits).mean()
+    return REDUCTIONS[reduction](_kl_div_logits(p_logits, q_logits))
 
 
 class VATLoss(nn.Module):
