@@ -141,3 +141,59 @@ def test_callbacks_see_every_step_and_evaluation_and_can_stop_the_run(tmp_path, 
     assert set(rows[0]) == {"step", "time_s", "lr", "val_acc", "test_acc", "loss_sup", *(f"loss_{n}" for n in vatlib.LOSS_TERMS)}
     resumed = train(tiny_config(tmp_path), data=tiny_data, resume=True, on_start=lambda run: steps.append(("start", run.step)))
     assert steps[-1] == ("start", 40) and resumed.history[:2] == rows
+
+
+def test_compile_falls_back_to_eager_with_one_warning(tmp_path, tiny_data, monkeypatch):
+    """No working compiler (torch.compile fails at its first call): one warning, then the eager run."""
+    def compile_without_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx")
+        return fail
+
+    eager = train(tiny_config(tmp_path, steps=10, eval_every=5, out=""), data=tiny_data)
+    monkeypatch.setattr(torch, "compile", compile_without_compiler)
+    with pytest.warns(RuntimeWarning, match="compile=True but torch.compile does not work here "
+                                            r"\(RuntimeError: InvalidCxxCompiler.*training in eager mode") as seen:
+        fallback = train(tiny_config(tmp_path, steps=10, eval_every=5, out="", compile=True), data=tiny_data)
+    assert len([w for w in seen if issubclass(w.category, RuntimeWarning)]) == 1
+    assert [{k: v for k, v in r.items() if k != "time_s"} for r in fallback.history] == \
+           [{k: v for k, v in r.items() if k != "time_s"} for r in eager.history]
+
+
+def test_mixed_precision_run_trains(tmp_path, tiny_data):
+    result = train(tiny_config(tmp_path, steps=60, amp=True, out=""), data=tiny_data)
+    assert result.final["test_acc"] > 0.5 and all(h["loss_vat"] > 0 for h in result.history)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_training_steps_never_wait_for_the_device(tmp_path, tiny_data, amp):
+    from vatlib import Run, split_train
+
+    cfg = tiny_config(tmp_path, device="cuda", out="", amp=amp, entmin_weight=1.0, max_rotate=10.0)
+    run = Run(cfg, tiny_data, split_train(tiny_data.train_labels, 3, 60, 0), torch.device("cuda"))
+    run.model.train()
+    run.train_step()  # first step: lazy initialisation (cuDNN, optimiser state) may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            run.train_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert run.step == 4 and int(run.first_bad_step) == 0
+
+
+@cuda
+def test_cuda_non_finite_loss_skips_the_update_and_stops_before_saving(tmp_path, tiny_data):
+    def poison(run):
+        if run.step == 46:
+            run.model.head.bias.data.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"step 47: loss is not finite; its update .* was skipped, and "
+                                                 r"training stopped at step 60, before saving"):
+        train(tiny_config(tmp_path, steps=100, device="cuda"), data=tiny_data, on_step=poison)
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["resume"]["step"] == 40

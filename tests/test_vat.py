@@ -264,3 +264,28 @@ def test_vat_loss_reductions():
     assert torch.allclose(losses["none"].mean(), losses["mean"]) and torch.allclose(losses["none"].sum(), losses["sum"])
     with pytest.raises(ValueError, match="reduction='avg' is invalid; allowed: mean, sum, none"):
         vat_loss(model, x, eps=1.0, reduction="avg")
+
+
+def test_power_iteration_stays_float32_under_autocast():
+    """In bfloat16 x + xi d rounds back to x, so the finite difference must run in float32: under
+    autocast the direction is the float32 one, while the same finite difference in bfloat16 is noise."""
+    from vatlib.vat import _kl_div_logits
+
+    torch.manual_seed(0)
+    model = ConvNet(width=8).train()
+    x = torch.rand(6, 1, 28, 28)
+    torch.manual_seed(1)
+    r32 = vat_perturbation(model, x, eps=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        r_amp = vat_perturbation(model, x, eps=1.0)
+        # The unguarded finite difference, as a naive loop under autocast would do it:
+        with torch.no_grad():
+            p = model(x)
+        torch.manual_seed(1)
+        d = l2_normalize(torch.randn_like(x)).requires_grad_(True)
+        (grad,) = torch.autograd.grad(_kl_div_logits(p.float(), model(x + DEFAULT_XI * d).float()).sum(), d)
+    cos = F.cosine_similarity(r32.flatten(1), r_amp.flatten(1))
+    assert r_amp.dtype == torch.float32 and bool((cos > 0.9999).all()), cos
+    naive = F.cosine_similarity(r32.flatten(1), grad.flatten(1))
+    assert bool((naive.abs() < 0.9).all()), naive  # bfloat16: the direction is lost

@@ -266,8 +266,9 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[t
         return images
     n, h, w = images.shape
     padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (N, H+2s, W+2s)
-    # Offsets are drawn on the CPU (where the seeded generator lives) and then moved.
-    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator).to(images.device)
+    # Offsets are drawn where the generator lives (the CPU, or the GPU with a generator there), then moved.
+    where = generator.device if generator is not None else images.device
+    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=where).to(images.device)
     rows = (shifts[0] + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
     cols = (shifts[1] + torch.arange(w, device=images.device))[:, None, :]  # (N, 1, W)
     return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
@@ -282,7 +283,8 @@ def random_affine(images: torch.Tensor, max_shift: float, max_rotate: float, max
     for the whole batch, so it costs well under a millisecond for a training batch.
     """
     n, h, w = images.shape
-    u = torch.rand(4, n, generator=generator).mul_(2).sub_(1).to(images.device)  # uniform in [-1, 1]
+    where = generator.device if generator is not None else images.device
+    u = torch.rand(4, n, generator=generator, device=where).mul_(2).sub_(1).to(images.device)  # uniform in [-1, 1]
     angle = u[0] * (max_rotate * torch.pi / 180)
     scale = 1 + u[1] * max_scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale

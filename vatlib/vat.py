@@ -30,6 +30,7 @@ __all__ = [
     "entropy_loss",
     "EntropyLoss",
     "l2_normalize",
+    "lds",
     "preserved_buffers",
     "vat_loss",
     "VATLoss",
@@ -80,8 +81,17 @@ def preserved_buffers(model: nn.Module) -> Iterator[None]:
             buf.data.copy_(value)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 unchanged."""
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
 def _kl_div_logits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(p || q) from logits, (N, C) -> (N,). Zero when p == q, up to rounding."""
+    """Per-sample KL(p || q) from logits, (N, C) -> (N,), computed in float32 at least. Zero when p == q, up to rounding."""
+    p_logits, q_logits = _at_least_float32(p_logits), _at_least_float32(q_logits)
     p_log = F.log_softmax(p_logits, dim=1)
     q_log = F.log_softmax(q_logits, dim=1)
     return (p_log.exp() * (p_log - q_log)).sum(dim=1)
@@ -156,20 +166,49 @@ def vat_perturbation(
 
 def _power_iteration(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float,
                      n_power: int) -> torch.Tensor:
-    """r_adv for checked arguments, detached x and clean logits; the caller guards the buffers."""
-    d = l2_normalize(torch.randn_like(x))
-    for _ in range(int(n_power)):
-        d.requires_grad_(True)
-        with torch.enable_grad():
-            kl = _kl_div_logits(p_logits, model(x + xi * d)).sum()
-            # Only the input gradient: autograd.grad w.r.t. d prunes the weight-gradient
-            # computations and never touches parameter .grad.
-            (grad,) = torch.autograd.grad(kl, d)
-        new_d = l2_normalize(grad.detach())
-        # Zero gradient for a sample -> keep its previous (random) direction.
-        nonzero = new_d.flatten(1).abs().amax(dim=1) > 0
-        d = torch.where(nonzero.view(-1, *([1] * (x.dim() - 1))), new_d, d.detach())
+    """r_adv for checked arguments, detached x and clean logits; the caller guards the buffers.
+
+    Always in float32, even inside ``torch.autocast``: in bfloat16 x + xi * d rounds back to x
+    (spacing 2^-8 near 1), and in float16 the KL gradient underflows, so the direction would be
+    noise. Only this finite difference needs the precision; the other passes may run in autocast
+    (under autocast it costs one extra float32 forward pass, for its own clean logits).
+    """
+    # Logits from a reduced-precision pass are off by its rounding (~1e-3), which would dominate the
+    # O(xi^2) KL: the finite difference then needs its own float32 clean pass.
+    reduced = p_logits.dtype in LOW_PRECISION or torch.is_autocast_enabled(x.device.type)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = _at_least_float32(x)
+        if reduced:
+            with torch.no_grad():
+                p_logits = model(x)
+        d = l2_normalize(torch.randn_like(x))
+        for _ in range(int(n_power)):
+            d.requires_grad_(True)
+            with torch.enable_grad():
+                kl = _kl_div_logits(p_logits, model(x + xi * d)).sum()
+                # Only the input gradient: autograd.grad w.r.t. d prunes the weight-gradient
+                # computations and never touches parameter .grad.
+                (grad,) = torch.autograd.grad(kl, d)
+            new_d = l2_normalize(grad.detach())
+            # Zero gradient for a sample -> keep its previous (random) direction.
+            nonzero = new_d.flatten(1).abs().amax(dim=1) > 0
+            d = torch.where(nonzero.view(-1, *([1] * (x.dim() - 1))), new_d, d.detach())
     return eps * d
+
+
+def lds(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, xi: float = DEFAULT_XI,
+        n_power: int = 1) -> torch.Tensor:
+    """Per-sample KL(p(x) || p(x + r_adv)) (N,) with no argument checks: the hot path of training.
+
+    ``vat_loss`` checks its arguments first; that check reads the data on the host (one
+    synchronisation per call on a GPU), so a training loop whose inputs it made itself calls this.
+    ``logits`` are the clean logits; the buffers of ``model`` are restored afterwards.
+    """
+    x, p_logits = x.detach(), logits.detach()
+    with preserved_buffers(model):
+        r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
+        q_logits = model(x + r_adv)
+    return _kl_div_logits(p_logits, q_logits)
 
 
 def vat_loss(
@@ -201,9 +240,7 @@ def vat_loss(
     x = x.detach()
     with preserved_buffers(model):
         p_logits = _clean_logits(model, x, logits)
-        r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
-        q_logits = model(x + r_adv)
-    return REDUCTIONS[reduction](_kl_div_logits(p_logits, q_logits))
+    return REDUCTIONS[reduction](lds(model, x, p_logits, eps=eps, xi=xi, n_power=n_power))
 
 
 class VATLoss(nn.Module):
