@@ -1,17 +1,26 @@
-"""Benchmarks: accuracy over labelled draws, and the time of one training step.
+"""Benchmarks: accuracy over labelled draws (and time to accuracy), one training step, and the training loop.
 
     python benchmarks/benchmark.py accuracy [--methods supervised,vat,default,best] [--draws 5]
-    python benchmarks/benchmark.py step [--batch 128] [--repeats 30]
+    python benchmarks/benchmark.py step [--repeats 30]
+    python benchmarks/benchmark.py loop --baseline REV [--steps 3000] [--repeats 1]
 
 `accuracy` trains every method on every labelled draw (draw k uses data_seed=k and seed=k, so both
-the 100 labelled images and the training randomness change) and prints a markdown table of the
-test accuracy of the checkpoint chosen on validation, the final-step test accuracy, wall time
-and speed. Raw results go to a JSON file after every run; an interrupted benchmark resumes
-where it stopped (runs already in the file with the same config are skipped).
+the 100 labelled images and the training randomness change) and prints two markdown tables: the
+test accuracy of the checkpoint chosen on validation and of the final step, with wall time and
+speed; and the time to accuracy, the training time until the test accuracy (evaluated every
+`eval_every` steps) first reaches 98 %, 98.5 % and 99 % (reporting only: nothing is chosen by it).
+Raw results, histories included, go to a JSON file after every run; an interrupted benchmark
+resumes where it stopped (runs already in the file with the same config are skipped, and only
+records whose config is the method's current one are tabulated).
 
-`step` times one optimiser step on one batch: supervised-only, vatlib's VAT, and a naive VAT
-reference (the textbook implementation, whose power iteration calls .backward() and so computes
-every weight gradient too), interleaved, and prints medians and ratios.
+`step` times one training step as `vatlib.Run.train_step` takes it (32 labelled + 128 unlabelled
+images, fresh augmented batches, the default model): supervised-only, VAT, VAT + entropy
+minimisation (the default), and the textbook VAT step that the most-copied public PyTorch VAT loss
+makes (clean prediction under no_grad, a power iteration that calls .backward() through the whole
+model and then zeroes the weight gradients), interleaved, and prints medians and ratios.
+
+`loop` runs `python -m vatlib train` of the code at git revision REV and of this working tree,
+alternately, and prints their steps per second and whether their histories agree number for number.
 """
 
 from __future__ import annotations
@@ -21,15 +30,18 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
@@ -37,8 +49,10 @@ METHODS: Dict[str, tuple] = {
     "supervised": ("supervised", {}),  # same labels, model, augmentation, steps
     "vat": ("default", dict(entmin_weight=0.0, balance_weight=0.0)),  # VAT alone
     "default": ("default", {}),  # VAT + entropy minimisation
+    "default-compiled": ("default", dict(compile=True)),  # the same with torch.compile (its compile time counts)
     "best": ("best", {}),  # the recipe best_model.pth is trained with
 }
+THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy table
 
 
 def machine_info() -> Dict[str, str]:
@@ -59,33 +73,43 @@ def _load(path: Path) -> List[Dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+def method_config(method: str, draw: int, args: argparse.Namespace) -> vatlib.TrainConfig:
+    if method not in METHODS:
+        raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    preset, overrides = METHODS[method]
+    return vatlib.preset_config(preset, **overrides, data_seed=draw, seed=draw, dataset=args.dataset,
+                                data_root=args.data_root, device=args.device, progress=False,
+                                out=str(Path(args.runs) / f"{method}-draw{draw}"))
+
+
+def _key(cfg: vatlib.TrainConfig) -> Dict:
+    """What identifies a run in the results file: its config, less where it was written and the progress bar."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress")}
+
+
 def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
     records = _load(results)
     data = vatlib.load_dataset(args.dataset, args.data_root)
-    for method in args.methods.split(","):
-        if method not in METHODS:
-            raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    methods = args.methods.split(",")
+    for method in methods:
         for draw in range(args.draws):
-            preset, overrides = METHODS[method]
-            cfg = vatlib.preset_config(preset, **overrides, data_seed=draw, seed=draw, dataset=args.dataset,
-                                       data_root=args.data_root, device=args.device, progress=False,
-                                       out=str(Path(args.runs) / f"{method}-draw{draw}"))
-            key = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress")}
-            if any(r["method"] == method and r["config"] == key for r in records):
+            cfg = method_config(method, draw, args)
+            if any(r["method"] == method and r["config"] == _key(cfg) for r in records):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {method} draw {draw} ...", flush=True)
             t0 = time.perf_counter()
             res = vatlib.train(cfg, data=data, overwrite=True)  # scratch folder; the record is the JSON
             wall = time.perf_counter() - t0
             train_time = res.history[-1]["time_s"]
-            records.append({"method": method, "draw": draw, "config": key, "best": res.best, "final": res.final,
+            records.append({"method": method, "draw": draw, "config": _key(cfg), "best": res.best, "final": res.final,
                             "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
-                            "steps_per_s": round(cfg.steps / train_time, 2), "machine": machine_info()})
+                            "steps_per_s": round(cfg.steps / train_time, 2), "history": res.history,
+                            "machine": machine_info()})
             vatlib.write_json(results, records)
             print(f"    test {res.best['test_acc']:.2%} (best val, step {res.best['step']}), "
                   f"final {res.final['test_acc']:.2%}, {wall:.0f} s", flush=True)
-    print(accuracy_table(records, args.methods.split(",")))
+    print(tables(records, methods, args))
 
 
 def _mean_std(xs: List[float]) -> str:
@@ -94,32 +118,67 @@ def _mean_std(xs: List[float]) -> str:
     return f"{100 * statistics.mean(xs):.2f} ± {100 * statistics.stdev(xs):.2f}"
 
 
-def accuracy_table(records: List[Dict], methods: List[str]) -> str:
-    lines = ["| method | draws | test acc. per draw, % (checkpoint chosen on validation) | mean ± std, % | "
+def current_records(records: List[Dict], method: str, args: Optional[argparse.Namespace]) -> List[Dict]:
+    """The records of ``method`` made with its current config (all of them when ``args`` is None), by draw."""
+    rows = [r for r in records if r["method"] == method]
+    if args is not None:
+        rows = [r for r in rows if r["config"] == _key(method_config(method, r["draw"], args))]
+    return sorted(rows, key=lambda r: r["draw"])
+
+
+def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argparse.Namespace] = None) -> str:
+    lines = ["| method | draws | test acc. per draw, % (checkpoint chosen on validation) | mean ± std, % | worst, % | "
              "final-step mean ± std, % | train time per run, s | steps | steps/s | threads |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    shown = []
     for method in methods:
-        rows = sorted((r for r in records if r["method"] == method), key=lambda r: r["draw"])
+        rows = current_records(records, method, args)
         if not rows:
             continue
+        shown += rows
         best = [r["best"]["test_acc"] for r in rows]
         final = [r["final"]["test_acc"] for r in rows]
         lines.append(
             f"| {method} | {len(rows)} | {' '.join(f'{100 * a:.2f}' for a in best)} | {_mean_std(best)} | "
-            f"{_mean_std(final)} | {statistics.mean(r['train_s'] for r in rows):.0f} | {rows[0]['steps']} | "
-            f"{statistics.mean(r['steps_per_s'] for r in rows):.1f} | {rows[0]['machine']['threads']} |")
-    m = records[0]["machine"] if records else machine_info()
+            f"{100 * min(best):.2f} | {_mean_std(final)} | {statistics.mean(r['train_s'] for r in rows):.0f} | "
+            f"{rows[0]['steps']} | {statistics.mean(r['steps_per_s'] for r in rows):.1f} | "
+            f"{rows[0]['machine']['threads']} |")
+    m = shown[0]["machine"] if shown else machine_info()
     lines.append(f"\n{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}; "
                  f"draw k uses data_seed=k and seed=k.")
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- step-time micro-benchmark
+def time_to_accuracy(history: List[Dict], threshold: float) -> Optional[float]:
+    """Training time (s) at the first evaluation whose test accuracy reaches ``threshold``; None if none does."""
+    return next((row["time_s"] for row in history if row["test_acc"] >= threshold), None)
+
+
+def time_to_accuracy_table(records: List[Dict], methods: List[str], args: Optional[argparse.Namespace] = None) -> str:
+    head = " | ".join(f"to {100 * t:g} %: median s (draws reaching it)" for t in THRESHOLDS)
+    lines = [f"| method | draws | {head} |", "|---|---|" + "---|" * len(THRESHOLDS)]
+    for method in methods:
+        rows = [r for r in current_records(records, method, args) if "history" in r]
+        if not rows:
+            continue
+        cells = []
+        for t in THRESHOLDS:
+            times = [s for s in (time_to_accuracy(r["history"], t) for r in rows) if s is not None]
+            cells.append(f"{statistics.median(times):.0f} ({len(times)}/{len(rows)})" if times else f"– (0/{len(rows)})")
+        lines.append(f"| {method} | {len(rows)} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def tables(records: List[Dict], methods: List[str], args: Optional[argparse.Namespace] = None) -> str:
+    return accuracy_table(records, methods, args) + "\n\n" + time_to_accuracy_table(records, methods, args)
+
+
+# ----------------------------------------------------------------------------- one training step
 
 def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: float) -> torch.Tensor:
-    """The textbook VAT loss many public implementations use: the power iteration calls .backward()
-    on the whole model (computing every weight gradient, then throwing them away) and recomputes the
-    clean prediction. Reference for timing only; it also lets BN statistics drift."""
+    """The textbook VAT loss many public implementations use: the clean prediction under no_grad, and a
+    power iteration that calls .backward() on the whole model (computing every weight gradient, then
+    throwing them away). Reference for timing only; it also lets BN statistics drift."""
     def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:  # KL(p || q), summed over the batch
         return F.kl_div(F.log_softmax(q_logits, 1), F.log_softmax(p_logits, 1), log_target=True, reduction="sum")
 
@@ -136,73 +195,132 @@ def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: floa
 
 
 def run_step(args: argparse.Namespace) -> None:
-    cfg = vatlib.TrainConfig()
-    torch.manual_seed(0)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = vatlib.build_model(cfg.model, num_classes=10, width=cfg.width).to(memory_format=fmt).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = vatlib.load_dataset(args.dataset, args.data_root)
-    x = vatlib.to_float(data.train_images[: args.batch]).contiguous(memory_format=fmt)
-    y = data.train_labels[: args.batch]
+    device = vatlib.resolve_device(args.device)
 
-    def supervised():
-        loss = F.cross_entropy(model(x), y)
-        return loss
+    def new_run(preset: str, **overrides) -> vatlib.Run:
+        cfg = vatlib.preset_config(preset, out="", progress=False, device=str(device), **overrides)
+        split = vatlib.split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
+        run = vatlib.Run(cfg, data, split, device)
+        run.model.train()
+        return run
 
-    def vat_vatlib():
-        logits = model(x)
-        return F.cross_entropy(logits, y) + vatlib.vat_loss(model, x, eps=cfg.eps, xi=cfg.xi, logits=logits)
+    def naive_step(run: vatlib.Run) -> None:  # the same batches and update, with the textbook VAT loss
+        xl, yl = run.batch(run.labelled, run.cfg.batch_labelled)
+        xu, _ = run.batch(run.unlabelled, run.cfg.batch_unlabelled)
+        loss = F.cross_entropy(run.model(xl), yl) + naive_vat_loss(run.model, xu, run.cfg.eps, run.cfg.xi)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
 
-    def vat_naive():
-        return F.cross_entropy(model(x), y) + naive_vat_loss(model, x, cfg.eps, cfg.xi)
-
-    steps: Dict[str, Callable] = {"supervised": supervised, "vat (vatlib)": vat_vatlib, "vat (naive reference)": vat_naive}
+    runs = {"supervised": new_run("supervised"), "VAT (vatlib)": new_run("default", entmin_weight=0.0),
+            "VAT + entropy min. (vatlib default)": new_run("default"),
+            "VAT (textbook reference)": new_run("default", entmin_weight=0.0)}
+    steps: Dict[str, Callable[[], None]] = {name: run.train_step for name, run in runs.items()}
+    steps["VAT (textbook reference)"] = lambda: naive_step(runs["VAT (textbook reference)"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: Dict[str, List[float]] = {k: [] for k in steps}
     for rep in range(args.warmup + args.repeats):
-        for name, loss_fn in steps.items():  # interleaved, so drift hits every variant alike
+        for name, step in steps.items():  # interleaved, so drift hits every variant alike
+            sync()
             t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss_fn().backward()
-            opt.step()
+            step()
+            sync()
             if rep >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
-    print(f"one training step on the same batch of {args.batch} MNIST images, {cfg.model} width {cfg.width}, "
+    cfg = runs["supervised"].cfg
+    print(f"one training step (32 labelled + 128 unlabelled images, {cfg.model} width {cfg.width}) on {device}, "
           f"median of {args.repeats}, {torch.get_num_threads()} threads\n")
-    print("| step | ms | × supervised | × naive VAT |\n|---|---|---|---|")
+    print("| step | ms | × supervised | × textbook VAT |\n|---|---|---|---|")
     for name, ms in med.items():
-        print(f"| {name} | {ms:.1f} | {ms / med['supervised']:.2f} | {ms / med['vat (naive reference)']:.2f} |")
+        print(f"| {name} | {ms:.1f} | {ms / med['supervised']:.2f} | {ms / med['VAT (textbook reference)']:.2f} |")
     m = machine_info()
-    print(f"\n{m['cpu']}, {m['cores']} cores; torch {m['torch']}")
+    print(f"\n{m['cpu'] if device.type == 'cpu' else m['cuda']}, {m['cores']} cores; torch {m['torch']}")
+
+
+# ----------------------------------------------------------------------------- the training loop, before vs after
+
+def run_loop(args: argparse.Namespace) -> None:
+    """`python -m vatlib train` at revision ``args.baseline`` and in this working tree, alternately."""
+    results = Path(args.results)
+    records = _load(results)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(base), args.baseline],
+                       check=True)
+        try:
+            trees = {f"before ({args.baseline})": base, "after (this tree)": REPO}
+            histories: Dict[str, List] = {name: [] for name in trees}
+            for rep in range(args.repeats):
+                for name, root in trees.items():
+                    out = Path(tmp) / f"run-{rep}-{len(histories[name])}-{name.split()[0]}"
+                    cmd = [sys.executable, "-m", "vatlib", "train", "--steps", str(args.steps), "--out", str(out),
+                           "--no-progress", "--data-root", str(REPO / "data"), "--device", args.device]
+                    print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}", flush=True)
+                    # cwd=root puts that tree's vatlib first on sys.path (before the editable install).
+                    subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL,
+                                   env=dict(os.environ, PYTHONPATH=str(root)))
+                    histories[name].append(json.loads((out / "history.json").read_text()))
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "time_s"} for row in h]  # noqa: E731
+    (before, b_hist), (after, a_hist) = histories.items()
+    same = all(strip(x) == strip(y) for x, y in zip(b_hist, a_hist))
+    speed = {name: [args.steps / h[-1]["time_s"] for h in hs] for name, hs in histories.items()}
+    record = {"baseline": args.baseline, "steps": args.steps, "steps_per_s": speed, "same_history": same,
+              "machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    records.append(record)
+    vatlib.write_json(results, records)
+    print(loop_table(record))
+
+
+def loop_table(record: Dict) -> str:
+    speed = record["steps_per_s"]
+    base = statistics.median(next(iter(speed.values())))
+    lines = [f"`python -m vatlib train --steps {record['steps']}` (evaluations included), "
+             f"{record['machine']['cpu']}, {record['machine']['threads']} threads\n",
+             "| code | runs | steps/s (each run) | × before |", "|---|---|---|---|"]
+    for name, values in speed.items():
+        lines.append(f"| {name} | {len(values)} | {' '.join(f'{v:.2f}' for v in values)} | "
+                     f"{statistics.median(values) / base:.2f} |")
+    lines.append(f"\nsame history number for number (all but wall time): {'yes' if record['same_history'] else 'no'}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    acc = sub.add_parser("accuracy", help="methods x labelled draws -> table + JSON")
-    acc.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
+    acc = sub.add_parser("accuracy", help="methods x labelled draws -> tables + JSON")
+    acc.add_argument("--methods", default="supervised,vat,default,best", help=f"comma-separated, from {list(METHODS)}")
     acc.add_argument("--draws", type=int, default=5)
     acc.add_argument("--results", default="benchmarks/results/accuracy.json", help="raw results (JSON), read and extended")
-    acc.add_argument("--runs", default="runs/bench", help="folder for each run's checkpoint and history")
-    acc.add_argument("--table-only", action="store_true", help="print the table of the results file, train nothing")
-    step = sub.add_parser("step", help="time one training step: supervised vs VAT vs naive VAT")
-    step.add_argument("--batch", type=int, default=128)
+    acc.add_argument("--runs", default="runs/bench", help="scratch folder for each run's checkpoints (replaced)")
+    acc.add_argument("--table-only", action="store_true", help="print the tables of the results file, train nothing")
+    step = sub.add_parser("step", help="time one training step: supervised vs VAT vs textbook VAT")
     step.add_argument("--repeats", type=int, default=30)
     step.add_argument("--warmup", type=int, default=5)
-    for p in (acc, step):
+    loop = sub.add_parser("loop", help="steps/s of `python -m vatlib train` at a git revision vs this tree")
+    loop.add_argument("--baseline", required=True, help="git revision to compare with, e.g. ec50cf1")
+    loop.add_argument("--steps", type=int, default=3000)
+    loop.add_argument("--repeats", type=int, default=1, help="runs of each, alternating")
+    loop.add_argument("--results", default="benchmarks/results/loop.json")
+    for p in (acc, step, loop):
         p.add_argument("--dataset", default="MNIST")
         p.add_argument("--data-root", default="data")
-        p.add_argument("--device", default="auto")
+        p.add_argument("--device", default="auto" if p is not loop else "cpu")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = one per core)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.what == "accuracy" and args.table_only:
-        print(accuracy_table(_load(Path(args.results)), args.methods.split(",")))
+        print(tables(_load(Path(args.results)), args.methods.split(","), args))
     elif args.what == "accuracy":
         run_accuracy(args)
-    else:
+    elif args.what == "step":
         run_step(args)
+    else:
+        run_loop(args)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,21 @@ def test_naive_reference_matches_vat_loss():
     assert torch.allclose(naive, ours, rtol=1e-9), (naive, ours)
 
 
-def test_accuracy_table_formats_mean_and_std():
+def test_accuracy_table_formats_mean_std_and_worst():
     bench = _benchmark_module()
     machine = {"cpu": "cpu", "cores": "2", "threads": "2", "torch": "t", "torchvision": "v"}
     records = [{"method": "vat", "draw": d, "best": {"test_acc": a}, "final": {"test_acc": a - 0.01},
                 "train_s": 100.0, "steps": 10, "steps_per_s": 0.1, "machine": machine}
                for d, a in enumerate([0.98, 0.99, 1.0])]
     table = bench.accuracy_table(records, ["vat"])
-    assert "| vat | 3 | 98.00 99.00 100.00 | 99.00 ± 1.00 | 98.00 ± 1.00 | 100 | 10 | 0.1 | 2 |" in table
+    assert "| vat | 3 | 98.00 99.00 100.00 | 99.00 ± 1.00 | 98.00 | 98.00 ± 1.00 | 100 | 10 | 0.1 | 2 |" in table
+
+
+def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
+    bench = _benchmark_module()
+    history = [{"time_s": 10.0, "test_acc": 0.97}, {"time_s": 20.0, "test_acc": 0.985},
+               {"time_s": 30.0, "test_acc": 0.979}, {"time_s": 40.0, "test_acc": 0.991}]
+    assert [bench.time_to_accuracy(history, t) for t in (0.98, 0.985, 0.99, 0.995)] == [20.0, 20.0, 40.0, None]
+    records = [{"method": "m", "draw": d, "history": h} for d, h in enumerate([history, history[:3]])]
+    table = bench.time_to_accuracy_table(records, ["m"])
+    assert "| m | 2 | 20 (2/2) | 20 (2/2) | 40 (1/2) |" in table, table

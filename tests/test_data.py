@@ -2,6 +2,7 @@
 
 import gzip
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,7 +47,7 @@ def test_decompressed_file_is_preferred_and_verified(tmp_path):
     data = bytearray((raw / "t10k-labels-idx1-ubyte").read_bytes())
     data[100] = (data[100] + 1) % 10
     (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: SHA256 is"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: SHA256 of the decompressed data is"):
         load_dataset("MNIST", tmp_path, download=False)
 
 
@@ -121,10 +122,104 @@ def test_missing_files_and_failed_download_give_clear_message(tmp_path, monkeypa
     assert "download failed" in msg and str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte.gz" in msg
 
 
-def test_reference_digests_cover_every_family_member():
+def test_digests_cover_every_family_member():
     for name in ("MNIST", "FashionMNIST", "KMNIST"):
-        digests = data_module._reference_digests(name)
-        assert {f for f in MNIST_FILES} <= set(digests), name
+        assert set(MNIST_FILES) <= set(data_module._archive_digests(name)), name
+    for name in ("MNIST", "FashionMNIST"):  # the content digests that decide
+        assert set(data_module.CONTENT_SHA256[name]) == {f[:-3] for f in MNIST_FILES}, name
+
+
+def _recompress(path, level=1, change=None):
+    """Decompress a .gz, optionally change one byte of the IDX data, and recompress it (as `zcat | gzip -1`)."""
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    if change is not None:
+        data[change] ^= 0x01
+    path.write_bytes(gzip.compress(bytes(data), compresslevel=level, mtime=0))
+
+
+@pytest.mark.parametrize("container", ["gzip -1", "gzip -5", "decompressed"])
+def test_genuine_mnist_in_another_container_loads(tmp_path, mnist, container):
+    raw = mnist_copy(tmp_path)
+    for f in MNIST_FILES:
+        if container == "decompressed":
+            (raw / f[:-3]).write_bytes(gzip.decompress((raw / f).read_bytes()))
+            (raw / f).unlink()
+        else:
+            _recompress(raw / f, level=int(container[-1]))
+            assert data_module._digest(raw / f, "sha256") != data_module.MNIST_ARCHIVE_SHA256[f]  # not the archive
+    data = load_dataset("MNIST", tmp_path, download=False)
+    assert torch.equal(data.train_images, mnist.train_images) and torch.equal(data.test_labels, mnist.test_labels)
+    assert "SHA-256 of the decompressed data" in data.source
+
+
+@pytest.mark.parametrize("f, byte", [("train-images-idx3-ubyte.gz", 16 + 28 * 14 + 14), ("t10k-labels-idx1-ubyte.gz", 8 + 5)])
+def test_recompressed_file_with_one_changed_byte_is_refused(tmp_path, f, byte):
+    raw = mnist_copy(tmp_path)
+    _recompress(raw / f, change=byte)  # one pixel (or one label) off, in a valid gzip container
+    with pytest.raises(DataError, match=rf"{f}: SHA256 of the decompressed data is [0-9a-f]{{64}}, expected "
+                                        rf"{data_module.CONTENT_SHA256['MNIST'][f[:-3]]} for MNIST"):
+        load_dataset("MNIST", tmp_path, download=False)
+
+
+def test_other_content_under_fashion_mnist_names_is_refused(tmp_path):
+    root = write_idx_dataset(tmp_path, name="FashionMNIST", n_train=60, n_test=20)
+    with pytest.raises(DataError, match=r"FashionMNIST/raw/train-images-idx3-ubyte.gz: SHA256 of the decompressed "
+                                        r"data is .* expected c59f468a"):
+        load_dataset("FashionMNIST", root, download=False)
+
+
+def test_kmnist_without_a_recorded_content_digest_says_how_to_proceed(tmp_path):
+    root = write_idx_dataset(tmp_path, name="KMNIST", n_train=60, n_test=20)
+    with pytest.raises(DataError, match=r"not that of the published KMNIST archive, and no digest of the decompressed "
+                                        r"KMNIST data is recorded.*verify=False"):
+        load_dataset("KMNIST", root, download=False)
+    assert load_dataset("KMNIST", root, download=False, verify=False).train_images.shape == (60, 28, 28)
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed (optional)")
+def test_debian_fashion_mnist_loads(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in MNIST_FILES:
+        (raw / f).symlink_to(DEBIAN_FASHION / f)
+    data = load_dataset("FashionMNIST", tmp_path, download=False)
+    assert torch.bincount(data.train_labels).tolist() == [6000] * 10 and data.test_images.shape == (10000, 28, 28)
+
+
+# --- arrays of one's own ---------------------------------------------------------------------------
+
+def test_image_data_from_numpy_arrays():
+    import numpy as np
+
+    from vatlib import ImageData
+
+    g = np.random.default_rng(0)
+    x, y = g.integers(0, 256, (40, 28, 28), dtype=np.uint8), np.arange(40) % 4
+    data = ImageData.from_arrays(x, y, x[:8], y[:8].astype(np.int32), name="mine")
+    assert data.name == "mine" and data.source == "arrays" and data.train_labels.dtype == torch.int64
+    assert torch.equal(data.train_images, torch.from_numpy(x)) and data.fingerprint()["classes"] == 4
+    other = ImageData.from_arrays(x, (y + 1) % 4, x[:8], y[:8], name="mine")
+    assert other.fingerprint()["sha256"] != data.fingerprint()["sha256"]
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (dict(train_images=torch.rand(10, 28, 28)), TypeError, r"train_images must be uint8 pixels 0-255, got dtype torch.float32"),
+    (dict(train_images=torch.zeros(10, 1, 28, 28, dtype=torch.uint8)), ValueError, r"shape \(N, 28, 28\), got \(10, 1, 28, 28\)"),
+    (dict(train_labels=torch.arange(10.0)), TypeError, "train_labels must be a 1-D array of integer class indices"),
+    (dict(train_labels=torch.arange(9)), ValueError, "train_images has 10 images but train_labels has 9 labels"),
+    (dict(train_labels=torch.arange(10) - 1), ValueError, "train_labels holds -1; allowed: class indices 0..C-1"),
+    (dict(test_labels=torch.full((4,), 12)), ValueError, "test_labels holds class 12, but the training labels only go up to 9"),
+])
+def test_image_data_from_arrays_names_the_bad_array(change, error, message):
+    from vatlib import ImageData
+
+    arrays = dict(train_images=torch.zeros(10, 28, 28, dtype=torch.uint8), train_labels=torch.arange(10),
+                  test_images=torch.zeros(4, 28, 28, dtype=torch.uint8), test_labels=torch.arange(4))
+    with pytest.raises(error, match=message):
+        ImageData.from_arrays(**{**arrays, **change})
 
 
 def test_sample_labelled_balanced_deterministic_and_seeded():

@@ -197,3 +197,21 @@ def test_cuda_non_finite_loss_skips_the_update_and_stops_before_saving(tmp_path,
                                                  r"training stopped at step 60, before saving"):
         train(tiny_config(tmp_path, steps=100, device="cuda"), data=tiny_data, on_step=poison)
     assert load_checkpoint(tmp_path / "run" / "last.pth")["resume"]["step"] == 40
+
+
+def test_training_on_arrays_of_ones_own_records_them(tmp_path, tiny_data, capsys):
+    from vatlib import ImageData
+
+    own = ImageData.from_arrays(tiny_data.train_images.numpy(), tiny_data.train_labels.numpy(),
+                                tiny_data.test_images.numpy(), tiny_data.test_labels.numpy(), name="my-digits")
+    result = train(tiny_config(tmp_path, steps=40), data=own)
+    assert result.final["test_acc"] > 0.5
+    recorded = load_checkpoint(result.checkpoint)["data"]
+    assert recorded == own.fingerprint() and recorded["name"] == "my-digits" and recorded["source"] == "arrays"
+    # The command line cannot load such data, and says how to evaluate the model instead.
+    assert main(["evaluate", str(result.checkpoint)]) == 2
+    assert "trained on arrays given in Python (my-digits)" in capsys.readouterr().err
+    # Resuming with other data is refused.
+    other = own._replace(train_labels=(own.train_labels + 1) % 10)
+    with pytest.raises(ValueError, match="the data differ from the saved run's"):
+        train(tiny_config(tmp_path, steps=40), data=other, resume=True)

@@ -7,6 +7,7 @@ from .data import DATASETS, DataError, ImageData, Split, load_dataset, random_af
 from .model import MODELS, ConvNet, build_model
 from .train import (LOSS_TERMS, PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, TrainResult, evaluate,
                     predict, preset_config, resolve_device, train)
+from .tune import tune, tune_table
 from .vat import DEFAULT_XI, EntropyLoss, balance_loss, VATLoss, entropy_loss, l2_normalize, vat_loss, vat_perturbation
 
 __all__ = [
@@ -14,6 +15,6 @@ __all__ = [
     "PRESETS", "Run", "RunExistsError", "SaveError", "Split", "TrainConfig", "TrainingInterrupted", "TrainResult", "VATLoss",
     "__version__", "balance_loss", "build_model", "entropy_loss", "evaluate", "l2_normalize", "load_checkpoint",
     "load_dataset", "load_model", "model_from_checkpoint", "predict", "preset_config", "random_affine", "random_translate",
-    "resolve_device", "sample_labelled", "save_checkpoint", "split_train", "to_float", "train", "vat_loss",
+    "resolve_device", "sample_labelled", "save_checkpoint", "split_train", "to_float", "train", "tune", "tune_table", "vat_loss",
     "vat_perturbation", "write_json",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vatlib train [...]`` and ``python -m vatlib evaluate PATH``.
+"""Command line: ``python -m vatlib train [...]``, ``python -m vatlib tune [...]`` and ``python -m vatlib evaluate PATH``.
 
 Every field of ``TrainConfig`` is a ``train`` option (``--batch-unlabelled 64``, ``--no-progress``...),
 so the command line and the library can never disagree about what a run means.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
 import re
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import torch
@@ -20,6 +22,8 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import DataError, load_dataset
 from .train import PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
+from .tune import __doc__ as TUNE_DOC
+from .tune import tune, tune_table
 
 
 def _field_comments() -> dict:
@@ -28,7 +32,8 @@ def _field_comments() -> dict:
     return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", source, re.MULTILINE))
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, lists: bool = False) -> None:
+    """One option per TrainConfig field; with ``lists``, numbers and strings take comma-separated lists (for tune)."""
     defaults = TrainConfig()
     comments = _field_comments()
     for field in dataclasses.fields(TrainConfig):
@@ -38,6 +43,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         # SUPPRESS: only flags given on the command line reach the namespace, so they can override a preset.
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif lists:
+            kind = type(default)
+            parser.add_argument(flag, type=lambda text, kind=kind: [kind(v) for v in text.split(",")],
+                                default=argparse.SUPPRESS, metavar=f"{kind.__name__.upper()}[,...]", help=help_text)
         else:
             parser.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
                                 metavar=type(default).__name__.upper(), help=help_text)
@@ -54,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     def banner(run: Run) -> None:
         print(f"vatlib train{' (resuming at step ' + str(run.step + 1) + ')' if args.resume else ''}: {cfg.dataset}, "
               f"{cfg.per_class} labels/class, {'VAT' if run.terms else 'supervised-only'} on {run.device}, "
-              f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {cfg.out}", flush=True)
+              f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {cfg.out}\n  data: {run.data.source}", flush=True)
 
     t0 = time.perf_counter()
     try:
@@ -74,8 +83,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag(field: str, value: object) -> str:
+    """The command-line spelling of one TrainConfig setting: --eps 2.0, --no-progress, --out 'my runs'."""
+    name = field.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {shlex.quote(str(value))}"
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    grid = {k: v for k, v in given.items() if isinstance(v, list) and len(v) > 1}
+    fixed = {k: (v[0] if isinstance(v, list) else v) for k, v in given.items() if k not in grid}
+    if not grid:
+        raise ValueError("nothing to tune: give at least one option a comma-separated list, e.g. --eps 0.5,1,2,4,8")
+    for field in ("seed", "data_seed", "out"):
+        if field in grid:
+            raise ValueError(f"--{field.replace('_', '-')} cannot take a list in tune (draws set the seeds: --draws 0,1)")
+    out = fixed.pop("out", f"runs/tune-{fixed.get('dataset', 'MNIST')}")
+    base = preset_config(args.preset, **{"steps": 1000, "eval_every": 250, **fixed})
+    n_runs = len(args.draws) * math.prod(len(v) for v in grid.values())
+    print(f"vatlib tune: {base.dataset}, {', '.join(f'{k} in {v}' for k, v in grid.items())}; {n_runs} runs of "
+          f"{base.steps} steps (draws {','.join(map(str, args.draws))}), chosen on validation accuracy -> {out}", flush=True)
+    records = tune(base, grid, draws=args.draws, out=out)
+    table = tune_table(records)
+    Path(out, "tune.md").write_text(table + "\n")
+    print("\n" + table + "\n")
+    best = records[0]["params"]
+    options = {**{k: v for k, v in fixed.items() if k not in ("steps", "eval_every")}, **best}
+    argv = (["--preset", args.preset] if args.preset != "default" else []) + [_flag(k, v) for k, v in options.items()]
+    print(f"best on validation: {', '.join(f'{k}={v}' for k, v in best.items())} "
+          f"({records[0]['val_acc']:.2%} mean validation accuracy; table in {out}/tune.md)")
+    print("train it with the full recipe:  python -m vatlib train " + " ".join(argv))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.path)
+    if ckpt.get("data", {}).get("source") == "arrays":
+        raise CheckpointError(f"{args.path}: trained on arrays given in Python ({ckpt['data']['name']}), which the "
+                              f"command line cannot load; evaluate it with vatlib.evaluate(vatlib.load_model(path), "
+                              f"images, labels)")
     model = model_from_checkpoint(ckpt, args.path).to(resolve_device(args.device))
     dataset = ckpt["config"].get("dataset", "MNIST")
     data = load_dataset(dataset, args.data_root)
@@ -112,6 +161,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     what.add_argument("--overwrite", action="store_true",
                       help="replace the run already in --out (without it, such a folder is refused and left as is)")
     p_train.set_defaults(func=_cmd_train)
+    p_tune = sub.add_parser("tune", help="choose settings (eps, ...) on the validation split with short runs",
+                            description=(TUNE_DOC or "").split("\n\n")[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_tune.add_argument("--preset", default="default", choices=sorted(PRESETS), help="recipe the grid is applied to")
+    p_tune.add_argument("--draws", type=lambda t: [int(v) for v in t.split(",")], default=[0],
+                        help="labelled draws to average over (data_seed = seed = k), e.g. 0,1 (default: 0)")
+    _add_config_options(p_tune, lists=True)
+    p_tune.set_defaults(func=_cmd_tune)
     p_eval = sub.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")
     p_eval.add_argument("path", help="checkpoint file, e.g. best_model.pth")
     p_eval.add_argument("--data-root", default="data", help="folder holding <dataset>/raw/")

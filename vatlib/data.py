@@ -2,9 +2,14 @@
 
 Files are read from torchvision's layout, ``<root>/<name>/raw/<file>[.gz]``, so a folder made by
 ``torchvision.datasets.MNIST(root, download=True)`` works as is. Every file is checked for
-structure (IDX magic number, dimensions, length, label range) and, where a reference digest is
-known, for content (SHA-256 for MNIST, which this repository ships; torchvision's MD5 of the
-archives for FashionMNIST and KMNIST).
+structure (IDX magic number, dimensions, length, label range) and for content: the SHA-256 of
+the decompressed IDX bytes, recorded for MNIST and FashionMNIST, decides, so any container of
+the genuine data loads (the published archive, a recompressed one, a decompressed file) and any
+change of the data is refused. The published archive digests are only a fast path, and for
+KMNIST, whose decompressed digests are not recorded here, the archive MD5 is the check.
+
+Data of your own: ``ImageData.from_arrays(...)`` (uint8 images (N, 28, 28) and integer labels,
+as tensors or numpy arrays) gives the same object ``load_dataset`` returns.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import gzip
 import hashlib
 import zlib
 from pathlib import Path
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,16 +45,30 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-# SHA-256 of the four MNIST files, archived and decompressed (the files shipped under data/MNIST/raw).
-MNIST_SHA256 = {
+# SHA-256 of the decompressed IDX files: the check that decides. MNIST: the files shipped under
+# data/MNIST/raw. FashionMNIST: computed from Debian's dataset-fashion-mnist package, whose
+# decompressed files match the published MD5s of the raw files (train-images f4a8712d..., train-labels
+# 9018921c..., t10k-images 8181f547..., t10k-labels 15d48437...).
+CONTENT_SHA256 = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+# SHA-256 of the MNIST archives shipped here; for the others, torchvision's MD5 of the archives it downloads.
+MNIST_ARCHIVE_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
     "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
     "train-images-idx3-ubyte.gz": "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
     "train-labels-idx1-ubyte.gz": "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
 }
 
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # 0x0803: uint8, 3 dims; 0x0801: uint8, 1 dim
@@ -61,13 +80,73 @@ class DataError(RuntimeError):
 
 
 class ImageData(NamedTuple):
-    """A dataset in memory: images uint8 (N, 28, 28), labels int64 (N,)."""
+    """A dataset in memory: images uint8 (N, 28, 28), labels int64 (N,) in 0..C-1, and where it came from.
+
+    Data of your own, as tensors or numpy arrays::
+
+        data = ImageData.from_arrays(train_images, train_labels, test_images, test_labels, name="my-digits")
+        vatlib.train(vatlib.TrainConfig(out="runs/mine"), data=data)
+    """
 
     name: str
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    source: str = ""  # where the data came from (folder and check, or "arrays"), recorded in checkpoints
+
+    @classmethod
+    def from_arrays(cls, train_images: Any, train_labels: Any, test_images: Any, test_labels: Any, *,
+                    name: str = "arrays") -> "ImageData":
+        """Checked ``ImageData`` from uint8 images (N, 28, 28) and integer labels (N,), tensors or numpy arrays.
+
+        Raises:
+            ValueError / TypeError: naming the array, what it is and what is allowed.
+
+        Example:
+            >>> images, labels = torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 2
+            >>> data = ImageData.from_arrays(images, labels, images[:4], labels[:4], name="toy")
+            >>> data.train_images.shape, data.train_labels.dtype, data.source
+            (torch.Size([20, 28, 28]), torch.int64, 'arrays')
+        """
+        arrays = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images,
+                  "test_labels": test_labels}
+        out = {}
+        for field, value in arrays.items():
+            t = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value).cpu()
+            if field.endswith("images"):
+                if t.dtype != torch.uint8:
+                    raise TypeError(f"{field} must be uint8 pixels 0-255, got dtype {t.dtype} "
+                                    f"(images in [0, 1]? use (x * 255).round().to(torch.uint8))")
+                if t.dim() != 3 or tuple(t.shape[1:]) != (28, 28):
+                    raise ValueError(f"{field} must have shape (N, 28, 28), got {tuple(t.shape)}")
+            else:
+                if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1:
+                    raise TypeError(f"{field} must be a 1-D array of integer class indices, got {t.dtype} "
+                                    f"of shape {tuple(t.shape)}")
+                t = t.to(torch.int64)
+                if len(t) and int(t.min()) < 0:
+                    raise ValueError(f"{field} holds {int(t.min())}; allowed: class indices 0..C-1")
+            out[field] = t.contiguous()
+        for split in ("train", "test"):
+            n_img, n_lbl = len(out[f"{split}_images"]), len(out[f"{split}_labels"])
+            if n_img != n_lbl:
+                raise ValueError(f"{split}_images has {n_img} images but {split}_labels has {n_lbl} labels")
+        n_classes = int(out["train_labels"].max()) + 1 if len(out["train_labels"]) else 0
+        if n_classes < 2:
+            raise ValueError(f"train_labels must name at least 2 classes, found {n_classes}")
+        if len(out["test_labels"]) and int(out["test_labels"].max()) >= n_classes:
+            raise ValueError(f"test_labels holds class {int(out['test_labels'].max())}, but the training labels "
+                             f"only go up to {n_classes - 1}")
+        return cls(name, **out, source="arrays")
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """What a run records about its data: name, source, sizes and a SHA-256 of the tensors' bytes."""
+        h = hashlib.sha256()
+        for t in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            h.update(t.contiguous().numpy().tobytes())
+        return {"name": self.name, "source": self.source, "train": len(self.train_labels),
+                "test": len(self.test_labels), "classes": int(self.train_labels.max()) + 1, "sha256": h.hexdigest()}
 
 
 class Split(NamedTuple):
@@ -78,10 +157,10 @@ class Split(NamedTuple):
     validation: torch.Tensor
 
 
-def _reference_digests(name: str) -> Dict[str, Tuple[str, str]]:
-    """file name -> (algorithm, hex digest) for the files whose content we can check."""
+def _archive_digests(name: str) -> Dict[str, Tuple[str, str]]:
+    """archive file name -> (algorithm, hex digest) of the published archives: the fast path."""
     if name == "MNIST":
-        return {f: ("sha256", h) for f, h in MNIST_SHA256.items()}
+        return {f: ("sha256", h) for f, h in MNIST_ARCHIVE_SHA256.items()}
     import torchvision.datasets as tvd  # torchvision publishes the MD5 of each archive
 
     return {f: ("md5", h) for f, h in getattr(tvd, name).resources}
@@ -95,6 +174,45 @@ def _digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def _read_bytes(path: Path, fix: str) -> bytes:
+    """The IDX bytes of ``path``, decompressed if it is gzipped."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read or decompressed ({e}) (file corrupt or truncated). {fix}") from None
+
+
+def _verify(name: str, stem: str, path: Path, fix: str) -> Tuple[bytes, str]:
+    """Read ``path`` and check it is the genuine ``name`` file; returns its IDX bytes and how it was checked.
+
+    A published archive, byte for byte, is accepted on its digest (fast). Otherwise the SHA-256 of the
+    decompressed bytes must be the recorded one, whatever the container.
+    """
+    archive = _archive_digests(name).get(path.name)
+    if archive is not None and _digest(path, archive[0]) == archive[1]:
+        return _read_bytes(path, fix), f"published archive {archive[0].upper()}"
+    expected = CONTENT_SHA256.get(name, {}).get(stem)
+    if expected is None:
+        if archive is None:  # e.g. a decompressed KMNIST file: no digest of it is recorded
+            return _read_bytes(path, fix), "structure only (no digest recorded for this form of the file)"
+        raise DataError(f"{path}: {archive[0].upper()} is {_digest(path, archive[0])}, not that of the published "
+                        f"{name} archive, and no digest of the decompressed {name} data is recorded here to check "
+                        f"another container against (file corrupt, recompressed, or from another dataset). {fix} "
+                        f"To use it unchecked: load_dataset(..., verify=False).")
+    try:
+        data = _read_bytes(path, fix)
+    except DataError as e:
+        raise DataError(f"{e} (its SHA256 could not be checked)") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != expected:
+        raise DataError(f"{path}: SHA256 of the decompressed data is {found}, expected {expected} for {name} "
+                        f"(file corrupt, truncated or from another dataset). {fix}")
+    return data, "SHA-256 of the decompressed data"
+
+
 def _find(raw: Path, stem: str) -> Optional[Path]:
     """Prefer the decompressed file (torchvision extracts next to the archive), else the .gz."""
     for candidate in (raw / stem, raw / f"{stem}.gz"):
@@ -103,16 +221,8 @@ def _find(raw: Path, stem: str) -> Optional[Path]:
     return None
 
 
-def _read_idx(path: Path, magic: int, fix: str) -> np.ndarray:
-    """Parse an IDX file (optionally gzipped) into a uint8 array, checking its header and length."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot be read or decompressed ({e}). {fix}") from None
+def _parse_idx(data: bytes, path: Path, magic: int, fix: str) -> np.ndarray:
+    """Parse IDX bytes into a uint8 array, checking the header and the length."""
     n_dims = magic & 0xFF
     header = 4 + 4 * n_dims
     if len(data) < header:
@@ -176,19 +286,14 @@ def load_dataset(name: str = "MNIST", root: PathLike = "data", *, download: bool
                             f"Copy them there, or pass download=True on a machine with network access.")
         _download(name, root, raw)
 
-    digests = _reference_digests(name) if verify else {}
-    arrays = {}
+    arrays, checks = {}, set()
     for stem in stems:
         path = _find(raw, stem)
         fix = f"Delete {path} and copy a good {name} file there (or let torchvision download it)."
-        if path.name in digests:
-            algorithm, expected = digests[path.name]
-            found = _digest(path, algorithm)
-            if found != expected:
-                raise DataError(f"{path}: {algorithm.upper()} is {found}, expected {expected} for {name} "
-                                f"(file corrupt, truncated or from another dataset). {fix}")
+        data, check = _verify(name, stem, path, fix) if verify else (_read_bytes(path, fix), "structure only")
+        checks.add(check)
         magic = IDX_IMAGES_MAGIC if "images" in stem else IDX_LABELS_MAGIC
-        arrays[stem] = _read_idx(path, magic, fix)
+        arrays[stem] = _parse_idx(data, path, magic, fix)
 
     out = {}
     for split, (img_stem, lbl_stem) in FILES.items():
@@ -201,7 +306,7 @@ def load_dataset(name: str = "MNIST", root: PathLike = "data", *, download: bool
                             f"Replace the file.")
         # np.frombuffer views are read-only; copy into tensors we own.
         out[split] = (torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-    return ImageData(name, *out["train"], *out["test"])
+    return ImageData(name, *out["train"], *out["test"], source=f"{raw} ({'; '.join(sorted(checks))})")
 
 
 def sample_labelled(labels: torch.Tensor, per_class: int = 10, seed: int = 0) -> torch.Tensor:

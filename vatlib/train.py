@@ -86,6 +86,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (eager if no compiler works); 1.3-1.75x slower on a 2-core AVX2 CPU
     amp: bool = False  # bfloat16 autocast for the training passes (the power iteration stays float32); for GPUs
     progress: bool = True  # show a tqdm progress bar
+    report_test: bool = True  # also evaluate the test set at each evaluation, for reporting only (tune turns it off)
 
     def validate(self) -> torch.device:
         """Raise ValueError naming the field, its value and the allowed range, before any work starts.
@@ -247,7 +248,7 @@ class RunExistsError(FileExistsError):
 
 
 # Fields that may differ between an interrupted run and its resumption without changing the result.
-RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root")
+RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root", "report_test")
 RUN_FILES = ("best.pth", "last.pth", "history.json", "config.json")  # what a run writes in its folder
 
 
@@ -263,6 +264,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, data: ImageData, split: Split, device: torch.device) -> None:
         self.cfg, self.data, self.split, self.device = cfg, data, split, device
+        self.data_info = data.fingerprint()  # recorded in every checkpoint: which data this run used
         self.out = Path(cfg.out) if cfg.out else None
         torch.manual_seed(cfg.seed)  # model init and VAT's random directions
         # Batch draws and augmentation. On a GPU they run there, from a generator of its own, so that
@@ -397,7 +399,8 @@ class Run:
         """
         self.check_deferred()
         val_acc = evaluate(self.eval_model, self.val_images, self.val_labels)
-        test_acc = evaluate(self.eval_model, self.data.test_images, self.data.test_labels)
+        test_acc = (evaluate(self.eval_model, self.data.test_images, self.data.test_labels) if self.cfg.report_test
+                    else float("nan"))
         self.model.train()
         row = {"step": self.step, "time_s": round(self.elapsed_s, 2), "lr": self.sched.get_last_lr()[0],
                **{f"loss_{n}": (self.loss_sums[n] / self.since).item() for n in LOSS_NAMES},
@@ -421,7 +424,7 @@ class Run:
         try:
             save_checkpoint(self.out / name, self.eval_model, config=self.cfg.to_dict(), step=self.step,
                             labelled_indices=self.split.labelled, validation_indices=self.split.validation,
-                            val_acc=last["val_acc"], test_acc=last["test_acc"], **extra)
+                            val_acc=last["val_acc"], test_acc=last["test_acc"], data=self.data_info, **extra)
         except SaveError as e:
             raise SaveError(f"{e}. Training stopped at step {self.step}. {self.kept()}") from None
         self.saved[name] = self.step
@@ -500,7 +503,7 @@ def _check_out(cfg: TrainConfig, resume: Union[bool, str, Path], overwrite: bool
     return found
 
 
-def _read_resume_state(path: Path, cfg: TrainConfig, split: Split) -> Dict[str, Any]:
+def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data: ImageData) -> Dict[str, Any]:
     """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
@@ -517,9 +520,10 @@ def _read_resume_state(path: Path, cfg: TrainConfig, split: Split) -> Dict[str, 
     if changed:
         raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
                          f"({'; '.join(changed)}); resuming needs the same settings")
-    if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()):
-        raise ValueError(f"cannot resume from {path}: the labelled images drawn now differ from the saved run's "
-                         f"(different data files?)")
+    saved_data = ckpt.get("data", {}).get("sha256")
+    if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()) or saved_data not in (None, data.fingerprint()["sha256"]):
+        raise ValueError(f"cannot resume from {path}: the data differ from the saved run's ({ckpt.get('data', {}).get('source')}); "
+                         f"resuming needs the same images and labels")
     return state
 
 
@@ -593,8 +597,9 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
 
     Args:
         config: the run's settings (defaults if None).
-        data: an ``ImageData`` already in memory (e.g. tiny synthetic data in tests); loaded from
-            ``config.dataset`` / ``config.data_root`` when None.
+        data: an ``ImageData`` already in memory (your own arrays via ``ImageData.from_arrays``, tiny
+            synthetic data in tests); loaded from ``config.dataset`` / ``config.data_root`` when None.
+            Either way, every checkpoint records which data was used (``data.fingerprint()``).
         resume: continue an interrupted run: True reads ``<out>/last.pth``, a path reads that file.
             The config must match the saved one (apart from out, progress, device, threads and data root).
         overwrite: replace a run already in ``config.out`` (its files are deleted first); without it,
@@ -617,7 +622,7 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
     state = None
     if resume:
-        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split)
+        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split, data)
     for path in replaced:  # overwrite=True, and everything else checked: only now is the earlier run removed
         path.unlink()
     if cfg.out:
