@@ -73,13 +73,34 @@ def _load(path: Path) -> List[Dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def method_config(method: str, draw: int, args: argparse.Namespace) -> vatlib.TrainConfig:
+def parse_set(text: str) -> Dict[str, object]:
+    """--set 'eps=4,entmin_weight=0.5' -> {"eps": 4.0, "entmin_weight": 0.5}, typed like the TrainConfig fields."""
+    defaults = vatlib.TrainConfig()
+    out: Dict[str, object] = {}
+    for item in filter(None, text.split(",")):
+        field, _, value = item.partition("=")
+        if not hasattr(defaults, field):
+            raise SystemExit(f"--set {item!r}: {field!r} is not a TrainConfig field")
+        out[field] = type(getattr(defaults, field))(value)
+    return out
+
+
+def method_name(method: str, args: argparse.Namespace) -> str:
+    """The method as recorded: its name, plus the --set overrides, e.g. "default (eps=4.0)"."""
+    extra = parse_set(getattr(args, "set", "") or "")
+    return method + (f" ({', '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
+
+
+def method_config(name: str, draw: int, args: argparse.Namespace) -> vatlib.TrainConfig:
+    """The config of a method by its recorded name ("default", or "default (eps=4.0)" with overrides) on a draw."""
+    method, _, extra = name.partition(" (")
     if method not in METHODS:
         raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     preset, overrides = METHODS[method]
+    overrides = {**overrides, **parse_set(extra.rstrip(")").replace(", ", ","))}
     return vatlib.preset_config(preset, **overrides, data_seed=draw, seed=draw, dataset=args.dataset,
                                 data_root=args.data_root, device=args.device, progress=False,
-                                out=str(Path(args.runs) / f"{method}-draw{draw}"))
+                                out=str(Path(args.runs) / f"{args.dataset}-{name.replace(' ', '')}-draw{draw}"))
 
 
 def _key(cfg: vatlib.TrainConfig) -> Dict:
@@ -91,25 +112,25 @@ def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
     records = _load(results)
     data = vatlib.load_dataset(args.dataset, args.data_root)
-    methods = args.methods.split(",")
-    for method in methods:
+    names = [method_name(m, args) for m in args.methods.split(",")]
+    for name in names:
         for draw in range(args.draws):
-            cfg = method_config(method, draw, args)
-            if any(r["method"] == method and r["config"] == _key(cfg) for r in records):
+            cfg = method_config(name, draw, args)
+            if any(r["method"] == name and r["config"] == _key(cfg) for r in records):
                 continue
-            print(f"[{time.strftime('%H:%M:%S')}] {method} draw {draw} ...", flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
             t0 = time.perf_counter()
             res = vatlib.train(cfg, data=data, overwrite=True)  # scratch folder; the record is the JSON
             wall = time.perf_counter() - t0
             train_time = res.history[-1]["time_s"]
-            records.append({"method": method, "draw": draw, "config": _key(cfg), "best": res.best, "final": res.final,
+            records.append({"method": name, "draw": draw, "config": _key(cfg), "best": res.best, "final": res.final,
                             "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
                             "steps_per_s": round(cfg.steps / train_time, 2), "history": res.history,
                             "machine": machine_info()})
             vatlib.write_json(results, records)
             print(f"    test {res.best['test_acc']:.2%} (best val, step {res.best['step']}), "
                   f"final {res.final['test_acc']:.2%}, {wall:.0f} s", flush=True)
-    print(tables(records, methods, args))
+    print(tables(records, names, args))
 
 
 def _mean_std(xs: List[float]) -> str:
@@ -119,7 +140,8 @@ def _mean_std(xs: List[float]) -> str:
 
 
 def current_records(records: List[Dict], method: str, args: Optional[argparse.Namespace]) -> List[Dict]:
-    """The records of ``method`` made with its current config (all of them when ``args`` is None), by draw."""
+    """The records of ``method`` (a recorded name, e.g. "default (eps=4.0)") made with the config the method has
+    now (every record of that name when ``args`` is None), by draw."""
     rows = [r for r in records if r["method"] == method]
     if args is not None:
         rows = [r for r in rows if r["config"] == _key(method_config(method, r["draw"], args))]
@@ -297,6 +319,8 @@ def main() -> None:
     acc.add_argument("--results", default="benchmarks/results/accuracy.json", help="raw results (JSON), read and extended")
     acc.add_argument("--runs", default="runs/bench", help="scratch folder for each run's checkpoints (replaced)")
     acc.add_argument("--table-only", action="store_true", help="print the tables of the results file, train nothing")
+    acc.add_argument("--set", default="", help="TrainConfig overrides for every method, e.g. eps=4 (recorded in "
+                                                "the method's name: 'default (eps=4.0)')")
     step = sub.add_parser("step", help="time one training step: supervised vs VAT vs textbook VAT")
     step.add_argument("--repeats", type=int, default=30)
     step.add_argument("--warmup", type=int, default=5)
@@ -313,8 +337,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.what == "accuracy" and args.table_only:
-        print(tables(_load(Path(args.results)), args.methods.split(","), args))
+    if args.what == "accuracy" and args.table_only:  # --methods may name variants: "supervised;default (eps=4.0)"
+        names = [method_name(m, args) for m in args.methods.split(";" if ";" in args.methods else ",")]
+        print(tables(_load(Path(args.results)), names, args))
     elif args.what == "accuracy":
         run_accuracy(args)
     elif args.what == "step":
