@@ -108,6 +108,13 @@ def _key(cfg: vatlib.TrainConfig) -> Dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress")}
 
 
+def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
+    """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts
+    as its default (what runs did before the field existed), so older records still match."""
+    defaults = vatlib.TrainConfig().to_dict()
+    return all(recorded.get(k, defaults[k]) == v for k, v in _key(cfg).items())
+
+
 def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
     records = _load(results)
@@ -116,7 +123,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
     for name in names:
         for draw in range(args.draws):
             cfg = method_config(name, draw, args)
-            if any(r["method"] == name and r["config"] == _key(cfg) for r in records):
+            if any(r["method"] == name and same_config(r["config"], cfg) for r in records):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
             t0 = time.perf_counter()
@@ -144,7 +151,7 @@ def current_records(records: List[Dict], method: str, args: Optional[argparse.Na
     now (every record of that name when ``args`` is None), by draw."""
     rows = [r for r in records if r["method"] == method]
     if args is not None:
-        rows = [r for r in rows if r["config"] == _key(method_config(method, r["draw"], args))]
+        rows = [r for r in rows if same_config(r["config"], method_config(method, r["draw"], args))]
     return sorted(rows, key=lambda r: r["draw"])
 
 

@@ -47,3 +47,14 @@ def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
     records = [{"method": "m", "draw": d, "history": h} for d, h in enumerate([history, history[:3]])]
     table = bench.time_to_accuracy_table(records, ["m"])
     assert "| m | 2 | 20 (2/2) | 20 (2/2) | 40 (1/2) |" in table, table
+
+
+def test_records_made_before_a_config_field_existed_still_match():
+    import vatlib
+
+    bench = _benchmark_module()
+    cfg = vatlib.TrainConfig(eps=2.0)
+    old = {k: v for k, v in bench._key(cfg).items() if k not in ("compile", "amp", "report_test")}
+    assert bench.same_config(old, cfg)  # those fields at their defaults: what older runs did
+    assert not bench.same_config(old, vatlib.TrainConfig(eps=2.0, amp=True))
+    assert not bench.same_config({**old, "eps": 1.0}, cfg)
