@@ -52,9 +52,14 @@ def _add_config_options(parser: argparse.ArgumentParser, lists: bool = False) ->
                                 metavar=type(default).__name__.upper(), help=help_text)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line (the others are absent: argparse.SUPPRESS)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields}
+    return {k: v for k, v in vars(args).items() if k in fields}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    given = _given(args)
     if args.supervised_only:  # the supervised preset's overrides, on top of the chosen preset
         given = {**PRESETS["supervised"], **given}
     given.setdefault("out", "runs/supervised" if args.supervised_only else f"runs/{args.preset}")
@@ -92,8 +97,7 @@ def _flag(field: str, value: object) -> str:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields}
+    given = _given(args)
     grid = {k: v for k, v in given.items() if isinstance(v, list) and len(v) > 1}
     fixed = {k: (v[0] if isinstance(v, list) else v) for k, v in given.items() if k not in grid}
     if not grid:

@@ -144,7 +144,7 @@ class ImageData(NamedTuple):
         """What a run records about its data: name, source, sizes and a SHA-256 of the tensors' bytes."""
         h = hashlib.sha256()
         for t in (self.train_images, self.train_labels, self.test_images, self.test_labels):
-            h.update(t.contiguous().numpy().tobytes())
+            h.update(t.contiguous().numpy())  # hashed in place, without a copy of the bytes
         return {"name": self.name, "source": self.source, "train": len(self.train_labels),
                 "test": len(self.test_labels), "classes": int(self.train_labels.max()) + 1, "sha256": h.hexdigest()}
 
@@ -192,13 +192,14 @@ def _verify(name: str, stem: str, path: Path, fix: str) -> Tuple[bytes, str]:
     decompressed bytes must be the recorded one, whatever the container.
     """
     archive = _archive_digests(name).get(path.name)
-    if archive is not None and _digest(path, archive[0]) == archive[1]:
+    found_archive = _digest(path, archive[0]) if archive is not None else None
+    if archive is not None and found_archive == archive[1]:
         return _read_bytes(path, fix), f"published archive {archive[0].upper()}"
     expected = CONTENT_SHA256.get(name, {}).get(stem)
     if expected is None:
         if archive is None:  # e.g. a decompressed KMNIST file: no digest of it is recorded
             return _read_bytes(path, fix), "structure only (no digest recorded for this form of the file)"
-        raise DataError(f"{path}: {archive[0].upper()} is {_digest(path, archive[0])}, not that of the published "
+        raise DataError(f"{path}: {archive[0].upper()} is {found_archive}, not that of the published "
                         f"{name} archive, and no digest of the decompressed {name} data is recorded here to check "
                         f"another container against (file corrupt, recompressed, or from another dataset). {fix} "
                         f"To use it unchecked: load_dataset(..., verify=False).")

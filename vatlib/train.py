@@ -20,6 +20,7 @@ never interrupted. A folder that already holds a run is never written over unles
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -30,7 +31,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -116,8 +117,8 @@ class TrainConfig:
 
     @property
     def uses_unlabelled(self) -> bool:
-        """Whether any term trains on the unlabelled images (False: the supervised-only baseline)."""
-        return self.vat_weight > 0 or self.entmin_weight > 0 or self.balance_weight > 0
+        """Whether any term of ``LOSS_TERMS`` trains on the unlabelled images (False: the supervised-only baseline)."""
+        return any(getattr(self, weight) > 0 for weight, _ in LOSS_TERMS.values())
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -262,9 +263,11 @@ class Run:
     ``run.request_stop()`` to end the run after this step as Ctrl-C would.
     """
 
-    def __init__(self, cfg: TrainConfig, data: ImageData, split: Split, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, data: ImageData, split: Split, device: torch.device,
+                 data_info: Optional[Dict[str, Any]] = None) -> None:
         self.cfg, self.data, self.split, self.device = cfg, data, split, device
-        self.data_info = data.fingerprint()  # recorded in every checkpoint: which data this run used
+        # Recorded in every checkpoint: which data this run used (pass it if already computed: it hashes the data).
+        self.data_info = data_info if data_info is not None else data.fingerprint()
         self.out = Path(cfg.out) if cfg.out else None
         torch.manual_seed(cfg.seed)  # model init and VAT's random directions
         # Batch draws and augmentation. On a GPU they run there, from a generator of its own, so that
@@ -291,7 +294,7 @@ class Run:
         self.labelled, self.unlabelled = split.labelled.to(device), split.unlabelled.to(device)
         self.val_images, self.val_labels = data.train_images[split.validation], data.train_labels[split.validation]
         self.terms = [name for name, (weight, _) in LOSS_TERMS.items()
-                      if getattr(cfg, weight) > 0 and len(split.unlabelled) > 0]
+                      if getattr(cfg, weight) > 0 and len(split.unlabelled) > 0]  # the active unlabelled terms
 
         self.step = 0  # optimiser updates done
         self.history: List[Dict[str, float]] = []
@@ -421,13 +424,19 @@ class Run:
         A failed write (disk full, ...) raises a SaveError that names the file and the checkpoints still intact.
         """
         last = self.history[-1] if self.history else {"val_acc": float("nan"), "test_acc": float("nan")}
-        try:
+        with self._naming_intact_files():
             save_checkpoint(self.out / name, self.eval_model, config=self.cfg.to_dict(), step=self.step,
                             labelled_indices=self.split.labelled, validation_indices=self.split.validation,
                             val_acc=last["val_acc"], test_acc=last["test_acc"], data=self.data_info, **extra)
+        self.saved[name] = self.step
+
+    @contextlib.contextmanager
+    def _naming_intact_files(self) -> Iterator[None]:
+        """Add to a failed write's SaveError the step training stopped at and the checkpoints still intact."""
+        try:
+            yield
         except SaveError as e:
             raise SaveError(f"{e}. Training stopped at step {self.step}. {self.kept()}") from None
-        self.saved[name] = self.step
 
     def save_state(self) -> None:
         """``last.pth``: loadable like any checkpoint (the evaluated weights), plus the training state."""
@@ -439,10 +448,8 @@ class Run:
             return
         if self.best["step"] == self.step:
             self.save("best.pth", history=self.history)
-        try:
+        with self._naming_intact_files():
             write_json(self.out / "history.json", self.history)
-        except SaveError as e:
-            raise SaveError(f"{e}. Training stopped at step {self.step}. {self.kept()}") from None
         self.save_state()
 
     def kept(self) -> str:
@@ -503,7 +510,7 @@ def _check_out(cfg: TrainConfig, resume: Union[bool, str, Path], overwrite: bool
     return found
 
 
-def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data: ImageData) -> Dict[str, Any]:
+def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data_info: Dict[str, Any]) -> Dict[str, Any]:
     """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
@@ -521,7 +528,7 @@ def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data: ImageDa
         raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
                          f"({'; '.join(changed)}); resuming needs the same settings")
     saved_data = ckpt.get("data", {}).get("sha256")
-    if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()) or saved_data not in (None, data.fingerprint()["sha256"]):
+    if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()) or saved_data not in (None, data_info["sha256"]):
         raise ValueError(f"cannot resume from {path}: the data differ from the saved run's ({ckpt.get('data', {}).get('source')}); "
                          f"resuming needs the same images and labels")
     return state
@@ -620,14 +627,14 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         torch.set_num_threads(cfg.num_threads)
     data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
     split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
-    state = None
+    data_info, state = data.fingerprint(), None  # the fingerprint hashes the data: once per run
     if resume:
-        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split, data)
+        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split, data_info)
     for path in replaced:  # overwrite=True, and everything else checked: only now is the earlier run removed
         path.unlink()
     if cfg.out:
         write_json(Path(cfg.out) / "config.json", cfg.to_dict())
-    run = Run(cfg, data, split, device)
+    run = Run(cfg, data, split, device, data_info)
     if state is not None:
         run.load_state_dict(state)
     if on_start:

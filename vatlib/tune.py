@@ -43,26 +43,34 @@ def tune(base: TrainConfig, grid: Dict[str, Sequence[Any]], *, draws: Sequence[i
     if data is None:
         data = load_dataset(base.dataset, base.data_root)
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    for cfg in [dataclasses.replace(base, **combo, data_seed=k, seed=k) for combo in combos for k in draws]:
-        cfg.validate()  # every combination, before the first run
+
+    def run_config(combo: Dict[str, Any], k: int) -> TrainConfig:
+        """The short run of one combination on draw k: no test evaluation, in its own scratch folder."""
+        name = "-".join(f"{f}{v}" for f, v in combo.items()) + f"-draw{k}"
+        return dataclasses.replace(base, **combo, data_seed=k, seed=k, report_test=False, progress=False,
+                                   out=str(folder / name))
+
+    def key(cfg: TrainConfig) -> Dict[str, Any]:  # what identifies a run in tune.json
+        return {f: v for f, v in cfg.to_dict().items() if f != "out"}
+
     for combo in combos:
         for k in draws:
-            name = "-".join(f"{f}{v}" for f, v in combo.items()) + f"-draw{k}"
-            cfg = dataclasses.replace(base, **combo, data_seed=k, seed=k, report_test=False, progress=False,
-                                      out=str(folder / name))
-            key = {f: v for f, v in cfg.to_dict().items() if f != "out"}
-            if any(r["config"] == key for r in runs):
+            run_config(combo, k).validate()  # every combination, before the first run
+    for combo in combos:
+        for k in draws:
+            cfg = run_config(combo, k)
+            name = Path(cfg.out).name
+            if any(r["config"] == key(cfg) for r in runs):
                 continue
             result = train(cfg, data=data, overwrite=True)  # the tune's own scratch run
-            runs.append({"params": combo, "draw": k, "config": key, "val_acc": result.best["val_acc"],
+            runs.append({"params": combo, "draw": k, "config": key(cfg), "val_acc": result.best["val_acc"],
                          "best_step": result.best["step"], "final_val_acc": result.final["val_acc"]})
             write_json(results_path, runs)
             log(f"  {name}: best validation accuracy {result.best['val_acc']:.2%} (step {result.best['step']})")
     records = []
     for combo in combos:
         mine = [r for r in runs if r["params"] == combo and r["draw"] in draws
-                and r["config"] == {f: v for f, v in dataclasses.replace(base, **combo, data_seed=r["draw"], seed=r["draw"],
-                                    report_test=False, progress=False).to_dict().items() if f != "out"}]
+                and r["config"] == key(run_config(combo, r["draw"]))]
         mine.sort(key=lambda r: r["draw"])
         records.append({"params": combo, "val_acc": statistics.mean(r["val_acc"] for r in mine),
                         "val_accs": [r["val_acc"] for r in mine], "final_val_accs": [r["final_val_acc"] for r in mine],

@@ -206,9 +206,13 @@ def lds(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, 
     """
     x, p_logits = x.detach(), logits.detach()
     with preserved_buffers(model):
-        r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
-        q_logits = model(x + r_adv)
-    return _kl_div_logits(p_logits, q_logits)
+        return _lds(model, x, p_logits, eps, xi, n_power)
+
+
+def _lds(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float, n_power: int) -> torch.Tensor:
+    """Per-sample LDS for detached x and clean logits; the caller guards the buffers."""
+    r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
+    return _kl_div_logits(p_logits, model(x + r_adv))
 
 
 def vat_loss(
@@ -238,9 +242,8 @@ def vat_loss(
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r} is invalid; allowed: {', '.join(REDUCTIONS)}")
     x = x.detach()
-    with preserved_buffers(model):
-        p_logits = _clean_logits(model, x, logits)
-    return REDUCTIONS[reduction](lds(model, x, p_logits, eps=eps, xi=xi, n_power=n_power))
+    with preserved_buffers(model):  # one snapshot covers the clean pass and the perturbed ones
+        return REDUCTIONS[reduction](_lds(model, x, _clean_logits(model, x, logits), eps, xi, n_power))
 
 
 class VATLoss(nn.Module):
