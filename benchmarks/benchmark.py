@@ -81,7 +81,13 @@ def parse_set(text: str) -> Dict[str, object]:
         field, _, value = item.partition("=")
         if not hasattr(defaults, field):
             raise SystemExit(f"--set {item!r}: {field!r} is not a TrainConfig field")
-        out[field] = type(getattr(defaults, field))(value)
+        kind = type(getattr(defaults, field))
+        if kind is bool:
+            if value not in ("True", "False"):
+                raise SystemExit(f"--set {item!r}: {field} takes True or False")
+            out[field] = value == "True"
+        else:
+            out[field] = kind(value)
     return out
 
 

@@ -58,3 +58,15 @@ def test_records_made_before_a_config_field_existed_still_match():
     assert bench.same_config(old, cfg)  # those fields at their defaults: what older runs did
     assert not bench.same_config(old, vatlib.TrainConfig(eps=2.0, amp=True))
     assert not bench.same_config({**old, "eps": 1.0}, cfg)
+
+
+def test_set_overrides_are_typed_like_the_fields():
+    import pytest
+    bench = _benchmark_module()
+    assert bench.parse_set("eps=4,balanced_labelled=True,cutout=10,entmin_on=adversarial") == dict(
+        eps=4.0, balanced_labelled=True, cutout=10, entmin_on="adversarial")
+    assert bench.parse_set("balanced_labelled=False") == dict(balanced_labelled=False)
+    with pytest.raises(SystemExit, match="balanced_labelled takes True or False"):
+        bench.parse_set("balanced_labelled=yes")
+    with pytest.raises(SystemExit, match="'epsilon' is not a TrainConfig field"):
+        bench.parse_set("epsilon=2")

@@ -291,3 +291,17 @@ def test_random_affine_identity_and_bounds():
     assert ((cy - 13.5).abs() <= 2.05).all() and ((cx - 13.5).abs() <= 2.05).all()
     assert (cy - 13.5).abs().max() > 1.0  # and it does move
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_random_erase_zeroes_one_clipped_square_per_image():
+    from vatlib.data import random_erase
+    x = torch.ones(500, 1, 28, 28)
+    out = random_erase(x, 10, torch.Generator().manual_seed(0))
+    zeros = (out == 0).flatten(1).sum(1)
+    assert ((zeros >= 25) & (zeros <= 100)).all() and (zeros == 100).float().mean() > 0.3
+    rows, cols = (out[:, 0] == 0).any(2), (out[:, 0] == 0).any(1)  # the zeros form one rectangle per image
+    assert torch.equal(zeros, rows.sum(1) * cols.sum(1))
+    assert torch.equal(x, torch.ones_like(x))  # the input is untouched
+    assert random_erase(x, 0) is x
+    again = random_erase(x, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)

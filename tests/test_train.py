@@ -215,3 +215,95 @@ def test_training_on_arrays_of_ones_own_records_them(tmp_path, tiny_data, capsys
     other = own._replace(train_labels=(own.train_labels + 1) % 10)
     with pytest.raises(ValueError, match="the data differ from the saved run's"):
         train(tiny_config(tmp_path, steps=40), data=other, resume=True)
+
+
+# ------------------------------------------------------------------ the recipe's options (issue: 99 % on every draw)
+
+def _run(tmp_path, tiny_data, **kw):
+    from vatlib import Run
+    from vatlib.data import split_train
+    cfg = tiny_config(tmp_path, **kw)
+    return Run(cfg, tiny_data, split_train(tiny_data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed),
+               torch.device("cpu"))
+
+
+def _grad_modes_of_passes(run):
+    """torch.is_grad_enabled() at each forward pass of one training step, with the batch size."""
+    seen = []
+    handle = run.model.register_forward_hook(lambda m, args, out: seen.append((len(args[0]), torch.is_grad_enabled())))
+    try:
+        run.train_step()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_entropy_on_the_adversarial_pass_leaves_the_clean_pass_without_gradient(tmp_path, tiny_data):
+    # Default: labelled (16), clean (32, with gradient for the entropy), power iteration, perturbed pass.
+    default = _run(tmp_path, tiny_data, entmin_weight=1.0)
+    assert _grad_modes_of_passes(default) == [(16, True), (32, True), (32, True), (32, True)]
+    fast = _run(tmp_path, tiny_data, entmin_weight=1.0, entmin_on="adversarial")
+    assert _grad_modes_of_passes(fast) == [(16, True), (32, False), (32, True), (32, True)]
+    # The entropy is that of the perturbed pass's predictions: the term the VAT loss left behind.
+    from vatlib.train import LOSS_TERMS, Unlabelled
+    from vatlib.vat import entropy_loss
+    xu, _ = fast.batch(fast.unlabelled, 32)
+    u = Unlabelled(xu, fast.model(xu).detach(), {})
+    LOSS_TERMS["vat"].fn(fast, u)
+    assert torch.equal(LOSS_TERMS["ent"].fn(fast, u), entropy_loss(u.adv["logits"]))
+    assert u.adv["logits"].requires_grad and not torch.equal(u.adv["logits"], u.logits)
+    with pytest.raises(ValueError, match="entmin_on.*'clean' when vat_weight is 0"):
+        TrainConfig(entmin_on="adversarial", vat_weight=0.0).validate()
+    with pytest.raises(ValueError, match=r"entmin_on='both'.*one of \['clean', 'adversarial'\]"):
+        TrainConfig(entmin_on="both").validate()
+
+
+def test_balanced_labelled_batches_hold_each_class_equally_without_repeats(tmp_path, tiny_data):
+    run = _run(tmp_path, tiny_data, balanced_labelled=True, batch_labelled=20)  # 10 classes x 3 labelled images
+    labelled = set(run.labelled.tolist())
+    for _ in range(5):
+        pick_seen = []
+        orig = run.augmented
+        run.augmented = lambda pick: (pick_seen.append(pick), orig(pick))[1]
+        _, y = run.labelled_batch()
+        run.augmented = orig
+        (pick,) = pick_seen
+        assert torch.bincount(y, minlength=10).tolist() == [2] * 10  # round(20 / 10) per class
+        assert len(set(pick.tolist())) == 20 and set(pick.tolist()) <= labelled  # no repeats, labelled only
+    # More per class than there are labelled images: drawn with replacement, still balanced.
+    run = _run(tmp_path, tiny_data, balanced_labelled=True, batch_labelled=50)
+    assert torch.bincount(run.labelled_batch()[1], minlength=10).tolist() == [5] * 10
+    result = train(tiny_config(tmp_path, balanced_labelled=True, steps=40), data=tiny_data)
+    assert result.final["test_acc"] > 0.5
+    from vatlib.train import _group_by_class
+    with pytest.raises(ValueError, match=r"same number of labelled images per class, got \[2, 1\]"):
+        _group_by_class(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]))
+
+
+def test_balance_term_stops_after_balance_steps(tmp_path, tiny_data):
+    run = _run(tmp_path, tiny_data, balance_weight=0.5, balance_steps=3)
+    for step in range(1, 6):
+        run.step = step
+        assert run.weight("bal") == (0.5 if step <= 3 else 0.0)
+        assert ("bal" in run.losses()) == (step <= 3)
+    result = train(tiny_config(tmp_path, balance_weight=0.5, balance_steps=20, steps=40), data=tiny_data)
+    assert result.history[0]["loss_bal"] > 0 and result.history[1]["loss_bal"] == 0
+
+
+def _zeros_per_image_in_each_pass(run):
+    counts = []
+    orig_forward = run.model.forward
+    run.model.forward = lambda x: (counts.append((x == 0).flatten(1).sum(1)), orig_forward(x))[1]
+    run.train_step()
+    return counts
+
+
+def test_cutout_erases_a_square_in_the_perturbed_pass_only(tmp_path, tiny_data):
+    # Passes: labelled, clean, power iteration, perturbed. x + r_adv has no exact zeros (r_adv touches
+    # every pixel), so the zeros of the perturbed pass are the erased square: 10 x 10, clipped at the
+    # border to no less than 5 x 5.
+    zeros = _zeros_per_image_in_each_pass(_run(tmp_path, tiny_data, cutout=10))
+    assert ((zeros[3] >= 25) & (zeros[3] <= 100)).all(), zeros[3]
+    assert (zeros[2] == 0).all()  # the power iteration runs at the uncut images
+    plain = _zeros_per_image_in_each_pass(_run(tmp_path, tiny_data))
+    assert (plain[3] == 0).all()

@@ -289,3 +289,22 @@ def test_power_iteration_stays_float32_under_autocast():
     assert r_amp.dtype == torch.float32 and bool((cos > 0.9999).all()), cos
     naive = F.cosine_similarity(r32.flatten(1), grad.flatten(1))
     assert bool((naive.abs() < 0.9).all()), naive  # bfloat16: the direction is lost
+
+
+def test_lds_and_logits_applies_the_transform_to_the_perturbed_pass_only():
+    from vatlib.vat import _kl_div_logits, lds, lds_and_logits
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.BatchNorm1d(5))
+    x = torch.rand(8, 1, 4, 4)
+    logits = model(x).detach()
+    seen = []
+    blank = lambda t: (seen.append(t.clone()), torch.zeros_like(t))[1]  # noqa: E731
+    torch.manual_seed(1)
+    per_sample, q_logits = lds_and_logits(model, x, logits, eps=2.0, transform=blank)
+    (given,) = seen  # called once, on x + r_adv (norm eps per sample)
+    assert torch.allclose((given - x).flatten(1).norm(dim=1), torch.full((8,), 2.0))
+    assert torch.allclose(q_logits, model(torch.zeros_like(x)), atol=1e-6)  # the pass saw the transformed images
+    assert torch.allclose(per_sample, _kl_div_logits(logits, q_logits))  # against the untransformed target
+    torch.manual_seed(1)
+    plain = lds(model, x, logits, eps=2.0)
+    torch.manual_seed(1)
+    assert torch.equal(plain, lds_and_logits(model, x, logits, eps=2.0)[0])

@@ -30,6 +30,7 @@ __all__ = [
     "Split",
     "load_dataset",
     "random_affine",
+    "random_erase",
     "random_translate",
     "sample_labelled",
     "split_train",
@@ -378,6 +379,27 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[t
     rows = (shifts[0] + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
     cols = (shifts[1] + torch.arange(w, device=images.device))[:, None, :]  # (N, 1, W)
     return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
+
+
+def random_erase(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square of each image (N, 1, H, W) at its own random centre (cutout, DeVries & Taylor 2017).
+
+    The centre is uniform over the image and the square is clipped at the border, so a part of an
+    image (or none of it, at a corner) is erased: about a fifth of a digit for ``size=12``, often a
+    whole stroke. Returns a new tensor; ``size=0`` returns ``x`` itself.
+    """
+    if size == 0:
+        return x
+    n, _, h, w = x.shape
+    where = generator.device if generator is not None else x.device
+    u = torch.rand(2, n, 1, generator=generator, device=where).to(x.device)
+    lo = (u * torch.tensor([h, w], device=x.device).view(2, 1, 1)).long() - size // 2  # top-left corner
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    inside_r = (rows >= lo[0]) & (rows < lo[0] + size)  # (N, H)
+    inside_c = (cols >= lo[1]) & (cols < lo[1] + size)  # (N, W)
+    keep = ~(inside_r[:, :, None] & inside_c[:, None, :])  # (N, H, W)
+    return x * keep[:, None].to(x.dtype)
 
 
 def random_affine(images: torch.Tensor, max_shift: float, max_rotate: float, max_scale: float,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ __all__ = [
     "EntropyLoss",
     "l2_normalize",
     "lds",
+    "lds_and_logits",
     "preserved_buffers",
     "vat_loss",
     "VATLoss",
@@ -204,15 +205,31 @@ def lds(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, 
     synchronisation per call on a GPU), so a training loop whose inputs it made itself calls this.
     ``logits`` are the clean logits; the buffers of ``model`` are restored afterwards.
     """
+    return lds_and_logits(model, x, logits, eps=eps, xi=xi, n_power=n_power)[0]
+
+
+def lds_and_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, xi: float = DEFAULT_XI,
+                   n_power: int = 1, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``lds`` and the logits of the perturbed pass (N, C), for terms that reuse that pass (no argument checks).
+
+    ``transform``, if given, is applied to ``x + r_adv`` before the perturbed pass (e.g. random
+    erasing): the target stays p(x), so the loss then asks for the same prediction under the
+    adversarial perturbation and the transform together, at the cost of the VAT pass alone.
+    The power iteration itself runs at x, where the KL is minimal, as in plain VAT.
+    """
     x, p_logits = x.detach(), logits.detach()
     with preserved_buffers(model):
-        return _lds(model, x, p_logits, eps, xi, n_power)
+        return _lds(model, x, p_logits, eps, xi, n_power, transform)
 
 
-def _lds(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float, n_power: int) -> torch.Tensor:
-    """Per-sample LDS for detached x and clean logits; the caller guards the buffers."""
+def _lds(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float, n_power: int,
+         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample LDS and perturbed logits for detached x and clean logits; the caller guards the buffers."""
     r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
-    return _kl_div_logits(p_logits, model(x + r_adv))
+    x_adv = x + r_adv if transform is None else transform(x + r_adv)
+    q_logits = model(x_adv)
+    return _kl_div_logits(p_logits, q_logits), q_logits
 
 
 def vat_loss(
@@ -243,7 +260,7 @@ def vat_loss(
         raise ValueError(f"reduction={reduction!r} is invalid; allowed: {', '.join(REDUCTIONS)}")
     x = x.detach()
     with preserved_buffers(model):  # one snapshot covers the clean pass and the perturbed ones
-        return REDUCTIONS[reduction](_lds(model, x, _clean_logits(model, x, logits), eps, xi, n_power))
+        return REDUCTIONS[reduction](_lds(model, x, _clean_logits(model, x, logits), eps, xi, n_power)[0])
 
 
 class VATLoss(nn.Module):
