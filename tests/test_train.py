@@ -307,3 +307,25 @@ def test_cutout_erases_a_square_in_the_perturbed_pass_only(tmp_path, tiny_data):
     assert (zeros[2] == 0).all()  # the power iteration runs at the uncut images
     plain = _zeros_per_image_in_each_pass(_run(tmp_path, tiny_data))
     assert (plain[3] == 0).all()
+
+
+def test_vat_target_ema_pulls_the_perturbed_pass_towards_the_weight_average(tmp_path, tiny_data):
+    from vatlib.train import LOSS_TERMS, Unlabelled
+    from vatlib.vat import _kl_div_logits
+    for target in ("model", "ema"):
+        run = _run(tmp_path, tiny_data, vat_target=target, ema_decay=0.99)
+        with torch.no_grad():
+            for p in run.ema.model.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # a teacher that disagrees with the model
+        xu, _ = run.batch(run.unlabelled, 32)
+        u = Unlabelled(xu, run.model(xu).detach(), {})
+        loss = LOSS_TERMS["vat"].fn(run, u)
+        teacher = run.ema.model(xu).detach()
+        expected = _kl_div_logits(teacher if target == "ema" else u.logits, u.adv["logits"]).mean()
+        assert torch.allclose(loss, expected), target
+        assert not torch.allclose(_kl_div_logits(teacher, u.adv["logits"]).mean(),
+                                  _kl_div_logits(u.logits, u.adv["logits"]).mean())
+    with pytest.raises(ValueError, match="vat_target.*'model' when ema_decay is 0"):
+        TrainConfig(vat_target="ema", ema_decay=0.0).validate()
+    result = train(tiny_config(tmp_path, vat_target="ema"), data=tiny_data)
+    assert result.final["test_acc"] > 0.5, result.history  # chance is 0.1

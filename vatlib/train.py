@@ -48,6 +48,7 @@ __all__ = ["LOSS_TERMS", "PRESETS", "Run", "RunExistsError", "TrainConfig", "Tra
 
 
 ENTMIN_ON = ("clean", "adversarial")
+VAT_TARGETS = ("model", "ema")
 
 
 @dataclass
@@ -80,6 +81,7 @@ class TrainConfig:
     balance_steps: int = 0  # the balance term acts in the first N steps only, a class prior while clusters form (0 = all)
     entmin_on: str = "clean"  # entropy of the clean pass, or of VAT's "adversarial" one: no clean backward, ~1.4x faster
     cutout: int = 0  # VAT's perturbed pass also erases a random square of this side (px): a missing stroke changes nothing
+    vat_target: str = "model"  # VAT pulls p(x + r_adv) towards the model's own p(x), or the weight average's ("ema")
     balanced_labelled: bool = False  # labelled batches hold round(batch_labelled / classes) images of each class, no repeats
     rampup_steps: int = 0  # unsupervised weights ramp up linearly over these steps (0 = full weight from step 1)
     max_shift: int = 2  # random translation of every image by up to this many pixels (0 = no augmentation)
@@ -126,6 +128,8 @@ class TrainConfig:
         need(self.entmin_on == "clean" or self.vat_weight > 0 or self.entmin_weight == 0, "entmin_on",
              "'clean' when vat_weight is 0 ('adversarial' uses VAT's perturbed pass)")
         need(isinstance(self.balanced_labelled, bool), "balanced_labelled", "True or False")
+        need(self.vat_target in VAT_TARGETS, "vat_target", f"one of {list(VAT_TARGETS)}")
+        need(self.vat_target == "model" or self.ema_decay > 0, "vat_target", "'model' when ema_decay is 0 (no average)")
         return resolve_device(self.device)  # raises ValueError for a bad device
 
     @property
@@ -242,8 +246,12 @@ class Unlabelled(NamedTuple):
 def _vat_term(run: "Run", u: Unlabelled) -> torch.Tensor:
     cfg = run.cfg
     erase = (lambda x: random_erase(x, cfg.cutout, run.gen)) if cfg.cutout else None
+    target = None
+    if cfg.vat_target == "ema":  # the weight average's prediction (Mean Teacher), in eval mode, without gradient
+        with torch.no_grad():
+            target = run.ema.model(u.x)
     per_sample, u.adv["logits"] = lds_and_logits(run.model, u.x, u.logits, eps=cfg.eps, xi=cfg.xi,
-                                                 n_power=cfg.n_power, transform=erase)
+                                                 n_power=cfg.n_power, transform=erase, target=target)
     return per_sample.mean()
 
 
