@@ -70,3 +70,17 @@ def test_set_overrides_are_typed_like_the_fields():
         bench.parse_set("balanced_labelled=yes")
     with pytest.raises(SystemExit, match="'epsilon' is not a TrainConfig field"):
         bench.parse_set("epsilon=2")
+
+
+def test_screen_table_shows_validation_only():
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("screen", REPO / "benchmarks" / "screen.py")
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    table = screen.screen_table([{"name": "cutout10", "draw": 1, "overrides": {"cutout": 10},
+                                  "best": {"step": 1750, "val_acc": 0.966}, "final": {"step": 3000, "val_acc": 0.954},
+                                  "train_s": 843.8}])
+    assert table.splitlines()[2] == '| cutout10 | 1 | {"cutout": 10} | 96.6 (1750) | 95.4 | 844 |'
+    assert "test" not in table
