@@ -180,9 +180,17 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
             f"{100 * min(best):.2f} | {_mean_std(final)} | {statistics.mean(r['train_s'] for r in rows):.0f} | "
             f"{rows[0]['steps']} | {statistics.mean(r['steps_per_s'] for r in rows):.1f} | "
             f"{rows[0]['machine']['threads']} |")
-    m = shown[0]["machine"] if shown else machine_info()
-    lines.append(f"\n{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}; "
-                 f"draw k uses data_seed=k and seed=k.")
+    machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods measured there
+    for r in shown or [{"method": "", "machine": machine_info()}]:
+        m = r["machine"]
+        where = f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}"
+        if r["method"] not in machines.setdefault(where, []):
+            machines[where].append(r["method"])
+    if len(machines) == 1:
+        lines.append(f"\n{next(iter(machines))}; draw k uses data_seed=k and seed=k.")
+    else:  # name the machine of each row: times compare only within one machine
+        lines.append("\n" + "; ".join(f"{', '.join(ms)}: {where}" for where, ms in machines.items())
+                     + ". Draw k uses data_seed=k and seed=k.")
     return "\n".join(lines)
 
 

@@ -37,6 +37,11 @@ def test_accuracy_table_formats_mean_std_and_worst():
                for d, a in enumerate([0.98, 0.99, 1.0])]
     table = bench.accuracy_table(records, ["vat"])
     assert "| vat | 3 | 98.00 99.00 100.00 | 99.00 ± 1.00 | 98.00 | 98.00 ± 1.00 | 100 | 10 | 0.1 | 2 |" in table
+    assert table.endswith("\ncpu, 2 cores; torch t, torchvision v; draw k uses data_seed=k and seed=k.")
+    other = [dict(r, method="default", machine=dict(machine, cpu="other")) for r in records]
+    table = bench.accuracy_table(records + other, ["vat", "default"])  # rows from two machines: each is named
+    assert table.endswith("\nvat: cpu, 2 cores; torch t, torchvision v; default: other, 2 cores; torch t, "
+                          "torchvision v. Draw k uses data_seed=k and seed=k.")
 
 
 def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
