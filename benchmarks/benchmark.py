@@ -15,8 +15,8 @@ records whose config is the method's current one are tabulated).
 
 `step` times one training step as `vatlib.Run.train_step` takes it (32 labelled + 128 unlabelled
 images, fresh augmented batches, the default model): supervised-only, VAT, VAT + entropy
-minimisation on the clean or on the perturbed pass, the default recipe, and the textbook VAT step that the most-copied public PyTorch VAT loss
-makes (clean prediction under no_grad, a power iteration that calls .backward() through the whole
+minimisation on the clean or on the perturbed pass, the default recipe, and the textbook VAT step
+that the most-copied public PyTorch VAT loss makes (clean prediction under no_grad, a power iteration that calls .backward() through the whole
 model and then zeroes the weight gradients), interleaved, and prints medians and ratios.
 
 `loop` runs `python -m vatlib train` of the code at git revision REV and of this working tree,

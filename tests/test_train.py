@@ -248,10 +248,10 @@ def test_entropy_on_the_adversarial_pass_leaves_the_clean_pass_without_gradient(
     from vatlib.train import LOSS_TERMS, Unlabelled
     from vatlib.vat import entropy_loss
     xu, _ = fast.batch(fast.unlabelled, 32)
-    u = Unlabelled(xu, fast.model(xu).detach(), {})
+    u = Unlabelled(xu, fast.model(xu).detach())
     LOSS_TERMS["vat"].fn(fast, u)
-    assert torch.equal(LOSS_TERMS["ent"].fn(fast, u), entropy_loss(u.adv["logits"]))
-    assert u.adv["logits"].requires_grad and not torch.equal(u.adv["logits"], u.logits)
+    assert torch.equal(LOSS_TERMS["ent"].fn(fast, u), entropy_loss(u.adv_logits))
+    assert u.adv_logits.requires_grad and not torch.equal(u.adv_logits, u.logits)
     with pytest.raises(ValueError, match="entmin_on.*'clean' when vat_weight is 0"):
         TrainConfig(entmin_on="adversarial", vat_weight=0.0).validate()
     with pytest.raises(ValueError, match=r"entmin_on='both'.*one of \['clean', 'adversarial'\]"):
@@ -318,13 +318,13 @@ def test_vat_target_ema_pulls_the_perturbed_pass_towards_the_weight_average(tmp_
             for p in run.ema.model.parameters():
                 p.add_(0.3 * torch.randn_like(p))  # a teacher that disagrees with the model
         xu, _ = run.batch(run.unlabelled, 32)
-        u = Unlabelled(xu, run.model(xu).detach(), {})
+        u = Unlabelled(xu, run.model(xu).detach())
         loss = LOSS_TERMS["vat"].fn(run, u)
         teacher = run.ema.model(xu).detach()
-        expected = _kl_div_logits(teacher if target == "ema" else u.logits, u.adv["logits"]).mean()
+        expected = _kl_div_logits(teacher if target == "ema" else u.logits, u.adv_logits).mean()
         assert torch.allclose(loss, expected), target
-        assert not torch.allclose(_kl_div_logits(teacher, u.adv["logits"]).mean(),
-                                  _kl_div_logits(u.logits, u.adv["logits"]).mean())
+        assert not torch.allclose(_kl_div_logits(teacher, u.adv_logits).mean(),
+                                  _kl_div_logits(u.logits, u.adv_logits).mean())
     with pytest.raises(ValueError, match="vat_target.*'model' when ema_decay is 0"):
         TrainConfig(vat_target="ema", ema_decay=0.0).validate()
     result = train(tiny_config(tmp_path, vat_target="ema"), data=tiny_data)

@@ -384,9 +384,9 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[t
 def random_erase(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Zero a ``size`` x ``size`` square of each image (N, 1, H, W) at its own random centre (cutout, DeVries & Taylor 2017).
 
-    The centre is uniform over the image and the square is clipped at the border, so a part of an
-    image (or none of it, at a corner) is erased: about a fifth of a digit for ``size=12``, often a
-    whole stroke. Returns a new tensor; ``size=0`` returns ``x`` itself.
+    The centre is uniform over the image and the square is clipped at the border, so at least a
+    quarter of it falls inside the image; near a corner it may hold only background. Returns a new
+    tensor; ``size=0`` returns ``x`` itself.
     """
     if size == 0:
         return x
