@@ -2,6 +2,7 @@
 
 import errno
 import os
+import random
 import re
 
 import pytest
@@ -69,6 +70,11 @@ def test_random_bytes_and_foreign_objects(tmp_path):
     junk.write_bytes(os.urandom(1000))
     with pytest.raises(CheckpointError, match="junk.pth"):
         load_model(junk)
+    # Seeded junk that makes torch's unpickler fail with IndexError (seed 2) and KeyError (seed 20) too.
+    for seed in range(40):
+        junk.write_bytes(random.Random(seed).randbytes(1000))
+        with pytest.raises(CheckpointError, match="junk.pth"):
+            load_model(junk)
     plain = tmp_path / "plain.pth"
     torch.save({"weights": torch.zeros(3)}, plain)  # a valid torch file, but not ours
     with pytest.raises(CheckpointError, match="not a vatlib checkpoint"):

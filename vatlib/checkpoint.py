@@ -138,7 +138,9 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
         detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
         raise CheckpointError(f"{path}: refused to load: it holds pickled objects other than tensors and "
                               f"plain containers (possibly executable code), which are never run. {detail}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    # Random or damaged bytes reach the legacy unpickler, which fails in many ways (IndexError: pop from
+    # an empty stack, KeyError: an unknown memo slot, ...): every one of them means "not a checkpoint".
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
