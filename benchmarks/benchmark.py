@@ -163,34 +163,56 @@ def current_records(records: List[Dict], method: str, args: Optional[argparse.Na
     return sorted(rows, key=lambda r: r["draw"])
 
 
+def _draws(rows: List[Dict]) -> str:
+    """ "draws 0-4" for consecutive draws, "draws 0, 2, 5" otherwise."""
+    ds = [r["draw"] for r in rows]
+    if len(ds) > 2 and ds == list(range(ds[0], ds[-1] + 1)):
+        return f"draws {ds[0]}–{ds[-1]}"
+    return ("draw " if len(ds) == 1 else "draws ") + ", ".join(map(str, ds))
+
+
+def _by_machine(rows: List[Dict]) -> Dict[str, List[Dict]]:
+    """A method's rows grouped by where they ran ("cpu, cores; versions"), in draw order."""
+    groups: Dict[str, List[Dict]] = {}
+    for r in rows:
+        m = r["machine"]
+        groups.setdefault(f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}",
+                          []).append(r)
+    return groups
+
+
 def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argparse.Namespace] = None) -> str:
     lines = ["| method | draws | test acc. per draw, % (checkpoint chosen on validation) | mean ± std, % | worst, % | "
              "final-step mean ± std, % | train time per run, s | steps | steps/s | threads |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    shown = []
+    machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods (and their draws) measured there
+    split = False  # whether a row's draws ran on more than one machine
     for method in methods:
         rows = current_records(records, method, args)
         if not rows:
             continue
-        shown += rows
         best = [r["best"]["test_acc"] for r in rows]
         final = [r["final"]["test_acc"] for r in rows]
+        groups = _by_machine(rows)
+        # Times compare only within one machine: a method measured on two gets one figure per machine.
+        def per_machine(field: str, fmt: str) -> str:
+            return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in groups.values())
         lines.append(
             f"| {method} | {len(rows)} | {' '.join(f'{100 * a:.2f}' for a in best)} | {_mean_std(best)} | "
-            f"{100 * min(best):.2f} | {_mean_std(final)} | {statistics.mean(r['train_s'] for r in rows):.0f} | "
-            f"{rows[0]['steps']} | {statistics.mean(r['steps_per_s'] for r in rows):.1f} | "
-            f"{rows[0]['machine']['threads']} |")
-    machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods measured there
-    for r in shown or [{"method": "", "machine": machine_info()}]:
-        m = r["machine"]
-        where = f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}"
-        if r["method"] not in machines.setdefault(where, []):
-            machines[where].append(r["method"])
+            f"{100 * min(best):.2f} | {_mean_std(final)} | {per_machine('train_s', '.0f')} | "
+            f"{rows[0]['steps']} | {per_machine('steps_per_s', '.1f')} | {rows[0]['machine']['threads']} |")
+        split |= len(groups) > 1
+        for where, g in groups.items():
+            machines.setdefault(where, []).append(method if len(groups) == 1 else f"{method} ({_draws(g)})")
+    if not machines:
+        machines[next(iter(_by_machine([{"machine": machine_info()}])))] = []
     if len(machines) == 1:
         lines.append(f"\n{next(iter(machines))}; draw k uses data_seed=k and seed=k.")
     else:  # name the machine of each row: times compare only within one machine
         lines.append("\n" + "; ".join(f"{', '.join(ms)}: {where}" for where, ms in machines.items())
-                     + ". Draw k uses data_seed=k and seed=k.")
+                     + ". Draw k uses data_seed=k and seed=k."
+                     + (" A row measured on two machines gives its times on each, in the order of its draws."
+                        if split else ""))
     return "\n".join(lines)
 
 

@@ -43,6 +43,13 @@ def test_accuracy_table_formats_mean_std_and_worst():
     assert table.endswith("\nvat: cpu, 2 cores; torch t, torchvision v; default: other, 2 cores; torch t, "
                           "torchvision v. Draw k uses data_seed=k and seed=k.")
 
+    later = [dict(r, draw=r["draw"] + 3, train_s=300.0, steps_per_s=0.2, machine=dict(machine, cpu="other"))
+             for r in records]
+    table = bench.accuracy_table(records + later, ["vat"])  # one method, draws 0-2 here and 3-5 there
+    assert "| 6 | 98.00 99.00 100.00 98.00 99.00 100.00 |" in table
+    assert "| 100 / 300 | 10 | 0.1 / 0.2 | 2 |" in table  # times never averaged across machines
+    assert "vat (draws 0–2): cpu, 2 cores" in table and "vat (draws 3–5): other, 2 cores" in table
+
 
 def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
     bench = _benchmark_module()
