@@ -16,8 +16,9 @@ records whose config is the method's current one are tabulated).
 `step` times one training step as `vatlib.Run.train_step` takes it (32 labelled + 128 unlabelled
 images, fresh augmented batches, the default model): supervised-only, VAT, VAT + entropy
 minimisation on the clean or on the perturbed pass, the default recipe, and the textbook VAT step
-that the most-copied public PyTorch VAT loss makes (clean prediction under no_grad, a power iteration that calls .backward() through the whole
-model and then zeroes the weight gradients), interleaved, and prints medians and ratios.
+that the most-copied public PyTorch VAT loss makes (clean prediction under no_grad, a power
+iteration that calls .backward() through the whole model and then zeroes the weight gradients),
+interleaved, and prints medians and ratios.
 
 `loop` runs `python -m vatlib train` of the code at git revision REV and of this working tree,
 alternately, and prints their steps per second and whether their histories agree number for number.
@@ -171,13 +172,16 @@ def _draws(rows: List[Dict]) -> str:
     return ("draw " if len(ds) == 1 else "draws ") + ", ".join(map(str, ds))
 
 
+def _where(m: Dict[str, str]) -> str:
+    """A record's machine as the tables name it: "cpu, cores; versions"."""
+    return f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}"
+
+
 def _by_machine(rows: List[Dict]) -> Dict[str, List[Dict]]:
-    """A method's rows grouped by where they ran ("cpu, cores; versions"), in draw order."""
+    """A method's rows grouped by where they ran (``_where``), in draw order."""
     groups: Dict[str, List[Dict]] = {}
     for r in rows:
-        m = r["machine"]
-        groups.setdefault(f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}",
-                          []).append(r)
+        groups.setdefault(_where(r["machine"]), []).append(r)
     return groups
 
 
@@ -204,8 +208,8 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
         split |= len(groups) > 1
         for where, g in groups.items():
             machines.setdefault(where, []).append(method if len(groups) == 1 else f"{method} ({_draws(g)})")
-    if not machines:
-        machines[next(iter(_by_machine([{"machine": machine_info()}])))] = []
+    if not machines:  # an empty table still names where it would have run
+        machines[_where(machine_info())] = []
     if len(machines) == 1:
         lines.append(f"\n{next(iter(machines))}; draw k uses data_seed=k and seed=k.")
     else:  # name the machine of each row: times compare only within one machine
