@@ -394,6 +394,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.what == "accuracy" and args.table_only:  # --methods may name variants: "supervised;default (eps=4.0)"
         names = [method_name(m, args) for m in args.methods.split(";" if ";" in args.methods else ",")]
+        unknown = [n for n in names if n.partition(" (")[0] not in METHODS]
+        if unknown:  # the same message as a training run's, not a silently empty table
+            raise SystemExit(f"unknown method {unknown[0].partition(' (')[0]!r}; allowed: {', '.join(METHODS)}")
         print(tables(_load(Path(args.results)), names, args))
     elif args.what == "accuracy":
         run_accuracy(args)

@@ -2,6 +2,7 @@
 
 import importlib.util
 
+import pytest
 import torch
 from torch import nn
 
@@ -96,3 +97,11 @@ def test_screen_table_shows_validation_only():
                                   "train_s": 843.8}])
     assert table.splitlines()[2] == '| cutout10 | 1 | {"cutout": 10} | 96.6 (1750) | 95.4 | 844 |'
     assert "test" not in table
+
+
+def test_table_only_names_an_unknown_method(monkeypatch, tmp_path):
+    bench = _benchmark_module()
+    monkeypatch.setattr("sys.argv", ["benchmark.py", "accuracy", "--table-only", "--methods", "vat;nosuch (eps=2.0)",
+                                     "--results", str(tmp_path / "none.json")])
+    with pytest.raises(SystemExit, match="unknown method 'nosuch'; allowed: supervised, vat"):
+        bench.main()
