@@ -46,15 +46,24 @@ sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
+# The rows of the ablation add one ingredient each: supervised, vat, vat+ent, vat+pseudo, default.
+VAT_ONLY = dict(entmin_weight=0.0, balance_weight=0.0, pseudo_weight=0.0, stroke_p=0.0)
 METHODS: Dict[str, tuple] = {
-    "supervised": ("supervised", {}),  # same labels, model, augmentation, steps
-    "vat": ("default", dict(entmin_weight=0.0, balance_weight=0.0)),  # VAT alone
-    "default": ("default", {}),  # VAT + entropy minimisation
+    "supervised": ("supervised", {}),  # same labels, model, shifts, optimiser and steps
+    "vat": ("default", VAT_ONLY),  # VAT alone
+    "vat+ent": ("default", dict(VAT_ONLY, entmin_weight=1.0)),  # + entropy minimisation: the default up to 0.2
+    "vat+pseudo": ("default", dict(stroke_p=0.0)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
+    "default": ("default", {}),  # + a random stroke on the labelled images
     "default-compiled": ("default", dict(compile=True)),  # the same with torch.compile (its compile time counts)
     "best": ("best", {}),  # the recipe best_model.pth is trained with
+    "vat+ent-best": ("best", dict(VAT_ONLY, entmin_weight=1.0)),  # the best preset up to 0.2
 }
 # The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
-STEP_VAT = dict(entmin_weight=1.0, entmin_on="clean", balance_weight=0.0, cutout=0, balanced_labelled=False)
+STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
+# What runs did before a TrainConfig field existed, where today's default differs: a record without
+# the field ran with this value. Fields whose default kept the old behaviour need no entry, nor do
+# those that act only through another one (pseudo_flex and strong_*, through pseudo_weight).
+BEFORE_FIELD = {"pseudo_weight": 0.0, "stroke_p": 0.0}
 THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy table (MNIST's; --thresholds for others)
 
 
@@ -119,8 +128,8 @@ def _key(cfg: vatlib.TrainConfig) -> Dict:
 
 def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
     """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts
-    as its default (what runs did before the field existed), so older records still match."""
-    defaults = vatlib.TrainConfig().to_dict()
+    as what runs did before the field existed (``BEFORE_FIELD``, else its default), so older records still match."""
+    defaults = {**vatlib.TrainConfig().to_dict(), **BEFORE_FIELD}
     return all(recorded.get(k, defaults[k]) == v for k, v in _key(cfg).items())
 
 

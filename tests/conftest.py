@@ -105,6 +105,7 @@ def tiny_config(tmp_path, **kw):
     # One thread: tiny convolutions only lose to threading overhead (and CI may share the machine).
     cfg = dict(dataset="KMNIST", per_class=3, n_validation=60, steps=100, batch_labelled=16, batch_unlabelled=32,
                width=8, eval_every=20, out=str(tmp_path / "run"), progress=False, device="cpu", lr=1e-2,
-               num_threads=1, entmin_weight=0.0)  # entropy minimisation from step 1 collapses a 100-step toy run
+               num_threads=1, entmin_weight=0.0,  # entropy minimisation from step 1 collapses a 100-step toy run,
+               pseudo_weight=0.0, stroke_p=0.0)  # and so do hard pseudo-labels: the toy runs train VAT alone
     cfg.update(kw)
     return TrainConfig(**cfg)

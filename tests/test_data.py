@@ -305,3 +305,31 @@ def test_random_erase_zeroes_one_clipped_square_per_image():
     assert random_erase(x, 0) is x
     again = random_erase(x, 10, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_random_stroke_adds_one_straight_line_through_the_ink():
+    from vatlib.data import random_stroke
+    x = torch.zeros(400, 1, 28, 28)
+    x[:, :, 4:24, 13:15] = 1.0  # a "1": ink in the middle two columns
+    out = random_stroke(x, 1.0, length=(6.0, 12.0), width=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, (x > 0).float()) and (out >= x).all() and out.max() <= 1  # ink is only ever added
+    new = (out > x).flatten(1)
+    assert new.any(1).float().mean() > 0.8  # a stroke along the ink itself adds little or nothing
+    # One stroke: a segment at most 12 long, inked up to 1.5 px from it (half the width + the antialiasing
+    # ramp), so within 15 x 15 pixels, centred on the ink.
+    for img in range(20):
+        rows, cols = torch.nonzero((out[img, 0] > x[img, 0]), as_tuple=True)
+        if len(rows):
+            assert rows.max() - rows.min() <= 14 and cols.max() - cols.min() <= 14
+            assert rows.min() <= 24 + 7 and rows.max() >= 4 - 7 and cols.min() <= 14 + 7 and cols.max() >= 13 - 7
+    # A stroke of length 12 at a uniform angle: some are near-horizontal (a crossbar across the "1").
+    horizontal = [(out[i, 0] > 0.5).sum(0).gt(0).sum() >= 10 for i in range(len(out))]
+    assert 0.05 < sum(horizontal) / len(out) < 0.6
+    # p is a probability per image; p = 0 is the identity; a blank image gets its stroke at the centre.
+    half = random_stroke(x, 0.5, generator=torch.Generator().manual_seed(1))
+    assert 0.3 < (half > x).flatten(1).any(1).float().mean() < 0.6
+    assert random_stroke(x, 0.0) is x
+    blank = random_stroke(torch.zeros(3, 1, 28, 28), 1.0, generator=torch.Generator().manual_seed(0))
+    assert (blank[:, 0, 14, 14] == 1).all()
+    again = random_stroke(x, 1.0, length=(6.0, 12.0), width=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)

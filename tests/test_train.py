@@ -247,13 +247,13 @@ def test_entropy_on_the_adversarial_pass_leaves_the_clean_pass_without_gradient(
     # The entropy is that of the perturbed pass's predictions: the term the VAT loss left behind.
     from vatlib.train import LOSS_TERMS, Unlabelled
     from vatlib.vat import entropy_loss
-    xu, _ = fast.batch(fast.unlabelled, 32)
-    u = Unlabelled(xu, fast.model(xu).detach())
+    xu, pos = fast.unlabelled_batch()
+    u = Unlabelled(xu, fast.model(xu).detach(), pos)
     LOSS_TERMS["vat"].fn(fast, u)
     assert torch.equal(LOSS_TERMS["ent"].fn(fast, u), entropy_loss(u.adv_logits))
     assert u.adv_logits.requires_grad and not torch.equal(u.adv_logits, u.logits)
     with pytest.raises(ValueError, match="entmin_on.*'clean' when vat_weight is 0"):
-        TrainConfig(entmin_on="adversarial", vat_weight=0.0).validate()
+        TrainConfig(entmin_on="adversarial", vat_weight=0.0, entmin_weight=1.0).validate()
     with pytest.raises(ValueError, match=r"entmin_on='both'.*one of \['clean', 'adversarial'\]"):
         TrainConfig(entmin_on="both").validate()
 
@@ -317,8 +317,8 @@ def test_vat_target_ema_pulls_the_perturbed_pass_towards_the_weight_average(tmp_
         with torch.no_grad():
             for p in run.ema.model.parameters():
                 p.add_(0.3 * torch.randn_like(p))  # a teacher that disagrees with the model
-        xu, _ = run.batch(run.unlabelled, 32)
-        u = Unlabelled(xu, run.model(xu).detach())
+        xu, pos = run.unlabelled_batch()
+        u = Unlabelled(xu, run.model(xu).detach(), pos)
         loss = LOSS_TERMS["vat"].fn(run, u)
         teacher = run.ema.model(xu).detach()
         expected = _kl_div_logits(teacher if target == "ema" else u.logits, u.adv_logits).mean()
@@ -329,3 +329,69 @@ def test_vat_target_ema_pulls_the_perturbed_pass_towards_the_weight_average(tmp_
         TrainConfig(vat_target="ema", ema_decay=0.0).validate()
     result = train(tiny_config(tmp_path, vat_target="ema"), data=tiny_data)
     assert result.final["test_acc"] > 0.5, result.history  # chance is 0.1
+
+
+def _confident_logits(label, confident, n_classes=10):
+    """Logits (N, C): a softmax of 0.99 on ``label`` where ``confident``, else nearly uniform (max 0.1 + a little)."""
+    logits = torch.zeros(len(label), n_classes)
+    logits[torch.arange(len(label)), label] = torch.where(confident, torch.tensor(7.0), torch.tensor(0.01))
+    return logits
+
+
+def test_pseudo_term_trains_the_strong_view_towards_confident_clean_predictions(tmp_path, tiny_data):
+    import torch.nn.functional as F
+    from vatlib.train import LOSS_TERMS, Unlabelled
+    run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=False, pseudo_threshold=0.9, strong_cutout=6)
+    xu, pos = run.unlabelled_batch()
+    label = torch.arange(len(pos)) % 10
+    confident = torch.arange(len(pos)) % 3 == 0
+    u = Unlabelled(xu, _confident_logits(label, confident), pos)
+    before = run.gen.get_state()
+    loss = LOSS_TERMS["pseudo"].fn(run, u)
+    run.gen.set_state(before)  # the same strong view again, by hand
+    strong, _ = run.augmented(run.unlabelled[pos], strong=True)
+    per_sample = F.cross_entropy(run.model(strong), label, reduction="none")
+    assert torch.allclose(loss, (per_sample * confident).mean())  # only the confident third, at their own class
+    assert loss.requires_grad
+    # The strong view: rotated/zoomed (bilinear, so not the weak view's exact 1/255 steps) and cut out.
+    assert not torch.equal(strong, xu)
+    assert ((strong * 255 - (strong * 255).round()).abs() > 1e-3).any()
+    assert ((strong == 0).flatten(1).sum(1) >= 9).all()  # at least a quarter of the 6 x 6 square
+    # Nothing is confident: the term is zero; the clean pass then needs no gradient for it.
+    u = Unlabelled(xu, _confident_logits(label, torch.zeros(len(pos), dtype=torch.bool)), pos)
+    assert LOSS_TERMS["pseudo"].fn(run, u) == 0
+    assert not LOSS_TERMS["pseudo"].clean_grad(run.cfg)
+
+
+def test_flexmatch_thresholds_are_low_for_classes_with_few_confident_predictions(tmp_path, tiny_data):
+    run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=True, pseudo_threshold=0.9)
+    memory, classes = run.confident_class, torch.arange(10)
+    assert (memory == -1).all() and len(memory) == len(run.unlabelled) == 510
+    # Warm-up: nothing was confident yet, so every threshold is 0; the confident predictions are remembered.
+    assert torch.equal(run.pseudo_thresholds(classes, torch.full((10,), 0.95), classes), torch.zeros(10))
+    assert torch.equal(memory[:10], classes) and (memory[10:] == -1).all()
+    # beta = a class's count over the largest count, the never-confident images' included.
+    memory[:100], memory[100:150], memory[150:] = 0, 1, 2
+    beta = torch.tensor([100, 50, 360] + [0] * 7) / 360
+    thresholds = run.pseudo_thresholds(classes, torch.full((10,), 0.5), classes)
+    assert torch.allclose(thresholds, 0.9 * beta / (2 - beta))
+    assert thresholds[2] == pytest.approx(0.9) and thresholds[3] == 0  # the most confident class gets tau itself
+    assert (memory[:10] == 0).all()  # 0.5 < 0.9: not confident, the memory keeps what it had
+    memory[150:] = -1  # 360 never-confident images outnumber class 0's 100: still warming up
+    thresholds = run.pseudo_thresholds(classes, torch.full((10,), 0.5), classes)
+    assert torch.allclose(thresholds[:2], 0.9 * beta[:2] / (2 - beta[:2])) and (thresholds[2:] == 0).all()
+
+
+def test_pseudo_labels_train_and_resume_exactly(tmp_path, tiny_data):
+    # Ramped up: hard pseudo-labels from step 1 (FlexMatch's warm-up uses every one) collapse a toy run.
+    cfg = dict(pseudo_weight=1.0, pseudo_flex=True, pseudo_threshold=0.7, rampup_steps=50)
+    full = train(tiny_config(tmp_path, **cfg, out=str(tmp_path / "full")), data=tiny_data)
+    assert all(h["loss_pseudo"] > 0 for h in full.history)
+    assert full.final["test_acc"] > 0.3, full.history  # chance is 0.1
+    cut = tiny_config(tmp_path, **cfg, out=str(tmp_path / "cut"))
+    with pytest.raises(vatlib.TrainingInterrupted):
+        train(cut, data=tiny_data, on_step=lambda run: run.step == 67 and run.request_stop())
+    assert (load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["confident_class"] >= 0).any()
+    resumed = train(cut, data=tiny_data, resume=True)
+    strip = lambda history: [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
