@@ -3,8 +3,9 @@
     python benchmarks/screen.py '{"cutout10": {"cutout": 10}, "ema": {"vat_target": "ema"}}' --draws 1
     python benchmarks/screen.py --table-only
 
-Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, default: the default
-recipe with the entropy on VAT's perturbed pass); draw k uses data_seed=k and seed=k. Every run
+Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, default: none, the
+default recipe); draw k uses data_seed=k and seed=k. Each record keeps its full config, so the
+records made on top of earlier defaults stay what they were. Every run
 writes its record (config, history of validation accuracies, best and final) to the results file as
 soon as it ends, and a variant already recorded with the same config is skipped, so an interrupted
 screen resumes. This is how recipe options were chosen or dropped: by validation accuracy, never by
@@ -25,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
 from benchmark import _key, machine_info  # noqa: E402
 
-BASE = {"entmin_on": "adversarial"}
+BASE: Dict = {}
 
 
 def screen_table(records: List[Dict]) -> str:

@@ -18,6 +18,11 @@ def test_every_plot_helper_draws(tiny_data):
     r = torch.randn_like(x) * 0.1
     fig = plots.plot_perturbations(x, r, [1, 2, 3, 4], [1, 2, 0, 4], true=[1, 2, 3, 4])
     assert fig.axes[10].get_title() == "pred 0"  # axes are row-major: bottom row, third column
+    fig = plots.plot_views({"images": x, "perturbed": (x + r).clamp(0, 1)})
+    assert len(fig.axes) == 8 and fig.axes[4].get_ylabel() == "perturbed"
+    import pytest
+    with pytest.raises(ValueError, match=r"same number of images, got \[4, 3\]"):
+        plots.plot_views({"a": x, "b": x[:3]})
     hist = [{"step": s, "val_acc": 0.5, "test_acc": 0.4} for s in (10, 20)]
     fig = plots.plot_history({"a": hist, "b": hist})
     assert len(fig.axes[0].lines) == 4

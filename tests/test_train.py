@@ -173,7 +173,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_cuda_training_steps_never_wait_for_the_device(tmp_path, tiny_data, amp):
     from vatlib import Run, split_train
 
-    cfg = tiny_config(tmp_path, device="cuda", out="", amp=amp, entmin_weight=1.0, max_rotate=10.0)
+    # Every term and augmentation of the default recipe and of 0.2's, so that none of them may hide a sync.
+    cfg = tiny_config(tmp_path, device="cuda", out="", amp=amp, entmin_weight=1.0, max_rotate=10.0, pseudo_weight=1.0,
+                      pseudo_flex=True, strong_cutout=6, stroke_p=0.5)
     run = Run(cfg, tiny_data, split_train(tiny_data.train_labels, 3, 60, 0), torch.device("cuda"))
     run.model.train()
     run.train_step()  # first step: lazy initialisation (cuDNN, optimiser state) may synchronise

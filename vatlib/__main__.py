@@ -158,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
                          help="baseline: cross-entropy on the labelled images only (the 'supervised' preset's "
-                              "overrides: vat, entmin and balance weights 0); writes runs/supervised by default")
+                              "overrides: every unlabelled term off, no strokes); writes runs/supervised by default")
     what = p_train.add_mutually_exclusive_group()
     what.add_argument("--resume", action="store_true",
                       help="continue the interrupted run in --out from its last.pth (same options as the run)")

@@ -418,7 +418,7 @@ def random_stroke(x: torch.Tensor, p: float, length: Tuple[float, float] = (6.0,
     n, _, h, w = x.shape
     where = generator.device if generator is not None else x.device
     ink = (x.flatten(1) > 0.5).float().to(where)  # (N, H*W)
-    ink[ink.sum(1) == 0, (h // 2) * w + w // 2] = 1.0  # a blank image: the centre
+    ink[:, (h // 2) * w + w // 2] += ink.sum(1) == 0  # a blank image: the centre (no boolean index: no GPU sync)
     centre = torch.multinomial(ink, 1, generator=generator).squeeze(1).to(x.device)  # (N,)
     u = torch.rand(3, n, generator=generator, device=where).to(x.device)
     angle = u[0] * torch.pi

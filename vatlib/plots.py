@@ -76,6 +76,27 @@ def plot_perturbations(clean: torch.Tensor, r_adv: torch.Tensor, pred_clean: Seq
     return fig
 
 
+def plot_views(rows: Mapping[str, torch.Tensor]):
+    """One row of images per entry, name -> float images (N, 1, 28, 28) in [0, 1]: views of the same images.
+
+    For instance the labelled images and the same with ``random_stroke``, or unlabelled images and
+    their strong views. Every row must hold the same number of images.
+    """
+    plt = _plt()
+    n = {len(v) for v in rows.values()}
+    if len(n) != 1:
+        raise ValueError(f"every row needs the same number of images, got {[len(v) for v in rows.values()]}")
+    n = n.pop()
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.2 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for i in range(n):
+            axes[r, i].imshow(_np(images[i, 0].cpu()), cmap="gray", vmin=0, vmax=1)
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+    return fig
+
+
 def plot_history(histories: Mapping[str, List[Dict[str, float]]], ax=None):
     """Validation (solid) and test (dashed) accuracy against step, one colour per run."""
     plt = _plt()
