@@ -422,10 +422,13 @@ class Run:
 
     # ---------------------------------------------------------------- one step
 
+    def _draw(self, n: int, size: int) -> torch.Tensor:
+        """``size`` positions in range(n), drawn with replacement by the batch generator, on the run's device."""
+        return torch.randint(n, (size,), generator=self.gen, device=self.gen.device).to(self.device)
+
     def batch(self, indices: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """A freshly augmented batch of images (size, 1, 28, 28) drawn with replacement, and their labels."""
-        pick = indices[torch.randint(len(indices), (size,), generator=self.gen, device=self.gen.device).to(self.device)]
-        return self.augmented(pick)
+        return self.augmented(indices[self._draw(len(indices), size)])
 
     def labelled_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The labelled batch: drawn at random, or class-balanced (``balanced_labelled``)."""
@@ -443,8 +446,7 @@ class Run:
     def unlabelled_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """A freshly augmented unlabelled batch (batch_unlabelled, 1, 28, 28) and the positions (N,) of its images
         in ``self.unlabelled`` (what the pseudo-label term needs to make their strong view and count them)."""
-        pos = torch.randint(len(self.unlabelled), (self.cfg.batch_unlabelled,), generator=self.gen,
-                            device=self.gen.device).to(self.device)
+        pos = self._draw(len(self.unlabelled), self.cfg.batch_unlabelled)
         return self.augmented(self.unlabelled[pos])[0], pos
 
     def augmented(self, pick: torch.Tensor, strong: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
