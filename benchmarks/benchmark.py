@@ -27,6 +27,7 @@ alternately, and prints their steps per second and whether their histories agree
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -55,7 +56,10 @@ METHODS: Dict[str, tuple] = {
     "vat+pseudo": ("default", dict(stroke_p=0.0)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
     "default": ("default", {}),  # + a random stroke on the labelled images
     "default-compiled": ("default", dict(compile=True)),  # the same with torch.compile (its compile time counts)
-    "best": ("best", {}),  # the recipe best_model.pth is trained with (still 0.2's: VAT + entropy min., longer)
+    "best": ("best", {}),  # the recipe best_model.pth is trained with: the default, three times longer
+    # The best preset up to 0.3 (VAT + entropy minimisation, 9,000 steps, rotations and zooms): 0.2's best_model.pth.
+    "vat+ent-best": ("default", dict(VAT_ONLY, entmin_weight=1.0, steps=9000, eval_every=500, max_rotate=10.0,
+                                     max_scale=0.1)),
 }
 # The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
 STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
@@ -82,6 +86,38 @@ def machine_info() -> Dict[str, str]:
 
 def _load(path: Path) -> List[Dict]:
     return json.loads(path.read_text()) if path.exists() else []
+
+
+def _append(path: Path, record: Dict) -> List[Dict]:
+    """Add ``record`` to the results file as it is on disk now, under a lock, and return the records.
+
+    Reading the file afresh (not rewriting a copy held in memory) lets two benchmark processes share one
+    results file, e.g. two draws trained side by side with ``--threads 1``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = _load(path)
+        records.append(record)
+        vatlib.write_json(path, records)
+    return records
+
+
+def parse_draws(text: str) -> List[int]:
+    """--draws "10" -> draws 0-9; "8-9" -> 8 and 9; "2,5" -> 2 and 5."""
+    try:
+        if "," in text:
+            draws = [int(d) for d in text.split(",")]
+        elif "-" in text:
+            first, last = (int(d) for d in text.split("-"))
+            draws = list(range(first, last + 1))
+        else:
+            draws = list(range(int(text)))
+    except ValueError:
+        draws = []
+    if not draws or min(draws) < 0:
+        raise argparse.ArgumentTypeError(f"--draws {text!r}: allowed: a count N (draws 0..N-1), a range A-B or a "
+                                         "list A,B,...; draws are integers >= 0")
+    return draws
 
 
 def parse_set(text: str) -> Dict[str, object]:
@@ -134,27 +170,28 @@ def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
 
 def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
-    records = _load(results)
     data = vatlib.load_dataset(args.dataset, args.data_root)
     names = [method_name(m, args) for m in args.methods.split(",")]
     for name in names:
-        for draw in range(args.draws):
+        for draw in args.draws:
             cfg = method_config(name, draw, args)
-            if any(r["method"] == name and same_config(r["config"], cfg) for r in records):
+            if any(r["method"] == name and same_config(r["config"], cfg) for r in _load(results)):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
             t0 = time.perf_counter()
             res = vatlib.train(cfg, data=data, overwrite=True)  # scratch folder; the record is the JSON
             wall = time.perf_counter() - t0
             train_time = res.history[-1]["time_s"]
-            records.append({"method": name, "draw": draw, "config": _key(cfg), "best": res.best, "final": res.final,
-                            "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
-                            "steps_per_s": round(cfg.steps / train_time, 2), "history": res.history,
-                            "machine": machine_info()})
-            vatlib.write_json(results, records)
+            record = {"method": name, "draw": draw, "config": _key(cfg), "best": res.best, "final": res.final,
+                      "wall_s": round(wall, 1), "train_s": train_time, "steps": cfg.steps,
+                      "steps_per_s": round(cfg.steps / train_time, 2), "history": res.history,
+                      "machine": machine_info()}
+            if args.note:
+                record["note"] = args.note
+            _append(results, record)
             print(f"    test {res.best['test_acc']:.2%} (best val, step {res.best['step']}), "
                   f"final {res.final['test_acc']:.2%}, {wall:.0f} s", flush=True)
-    print(tables(records, names, args))
+    print(tables(_load(results), names, args))
 
 
 def _mean_std(xs: List[float]) -> str:
@@ -199,6 +236,7 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
              "|---|---|---|---|---|---|---|---|---|---|"]
     machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods (and their draws) measured there
     split = False  # whether a row's draws ran on more than one machine
+    untimed: List[str] = []  # the runs left out of the times: they shared the cores (their records say with what)
     for method in methods:
         rows = current_records(records, method, args)
         if not rows:
@@ -206,13 +244,20 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
         best = [r["best"]["test_acc"] for r in rows]
         final = [r["final"]["test_acc"] for r in rows]
         groups = _by_machine(rows)
-        # Times compare only within one machine: a method measured on two gets one figure per machine.
+        # Times compare only within one machine: a method measured on two gets one figure per machine. They
+        # come from the runs that had the cores to themselves: a record with a "note" shared them.
+        timed = {where: [r for r in g if "note" not in r] or g for where, g in groups.items()}
+
         def per_machine(field: str, fmt: str) -> str:
-            return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in groups.values())
+            return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in timed.values())
+        shared = [r for r in rows if all(r is not t for g in timed.values() for t in g)]
+        if shared:
+            untimed.append(f"{method} ({_draws(shared)})")
         lines.append(
             f"| {method} | {len(rows)} | {' '.join(f'{100 * a:.2f}' for a in best)} | {_mean_std(best)} | "
             f"{100 * min(best):.2f} | {_mean_std(final)} | {per_machine('train_s', '.0f')} | "
-            f"{rows[0]['steps']} | {per_machine('steps_per_s', '.1f')} | {rows[0]['machine']['threads']} |")
+            f"{rows[0]['steps']} | {per_machine('steps_per_s', '.1f')} | "
+            f"{'/'.join(sorted({r['machine']['threads'] for g in timed.values() for r in g}))} |")
         split |= len(groups) > 1
         for where, g in groups.items():
             machines.setdefault(where, []).append(method if len(groups) == 1 else f"{method} ({_draws(g)})")
@@ -225,6 +270,9 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
                      + ". Draw k uses data_seed=k and seed=k."
                      + (" A row measured on two machines gives its times on each, in the order of its draws."
                         if split else ""))
+    if untimed:
+        lines[-1] += (" Train time, steps/s and threads: the runs that had the cores to themselves; left out, as they "
+                      f"shared the cores (their records say with what): {', '.join(untimed)}.")
     return "\n".join(lines)
 
 
@@ -236,9 +284,10 @@ def time_to_accuracy(history: List[Dict], threshold: float) -> Optional[float]:
 def time_to_accuracy_table(records: List[Dict], methods: List[str], args: Optional[argparse.Namespace] = None) -> str:
     thresholds = getattr(args, "thresholds", None) or THRESHOLDS
     head = " | ".join(f"to {100 * t:g} %: median s (draws reaching it)" for t in thresholds)
-    lines = [f"| method | draws | {head} |", "|---|---|" + "---|" * len(thresholds)]
+    lines = [f"| method | timed draws | {head} |", "|---|---|" + "---|" * len(thresholds)]
     for method in methods:
         rows = [r for r in current_records(records, method, args) if "history" in r]
+        rows = [r for r in rows if "note" not in r] or rows  # times of the runs that had the cores to themselves
         if not rows:
             continue
         cells = []
@@ -376,7 +425,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     acc = sub.add_parser("accuracy", help="methods x labelled draws -> tables + JSON")
     acc.add_argument("--methods", default="supervised,vat,default,best", help=f"comma-separated, from {list(METHODS)}")
-    acc.add_argument("--draws", type=int, default=5)
+    acc.add_argument("--draws", type=parse_draws, default=parse_draws("5"),
+                     help="a count N (draws 0..N-1, the default 5), a range A-B or a list A,B")
+    acc.add_argument("--note", default="", help="a remark stored with each new record, e.g. that two runs shared the cores")
     acc.add_argument("--results", default="benchmarks/results/accuracy.json", help="raw results (JSON), read and extended")
     acc.add_argument("--runs", default="runs/bench", help="scratch folder for each run's checkpoints (replaced)")
     acc.add_argument("--table-only", action="store_true", help="print the tables of the results file, train nothing")

@@ -60,6 +60,23 @@ def test_time_to_accuracy_is_the_first_evaluation_at_or_above_the_threshold():
     records = [{"method": "m", "draw": d, "history": h} for d, h in enumerate([history, history[:3]])]
     table = bench.time_to_accuracy_table(records, ["m"])
     assert "| m | 2 | 20 (2/2) | 20 (2/2) | 40 (1/2) |" in table, table
+    shared = [dict(records[0], draw=2, history=[dict(row, time_s=5 * row["time_s"]) for row in history], note="shared")]
+    table = bench.time_to_accuracy_table(records + shared, ["m"])  # a run that shared the cores is not timed
+    assert "| m | 2 | 20 (2/2) | 20 (2/2) | 40 (1/2) |" in table, table
+
+
+def test_times_come_from_the_runs_that_had_the_cores_to_themselves():
+    bench = _benchmark_module()
+    machine = {"cpu": "cpu", "cores": "2", "threads": "2", "torch": "t", "torchvision": "v"}
+    records = [{"method": "vat", "draw": d, "best": {"test_acc": 0.99}, "final": {"test_acc": 0.99},
+                "train_s": 100.0, "steps": 10, "steps_per_s": 0.1, "machine": machine} for d in range(3)]
+    records[2].update(train_s=900.0, steps_per_s=0.01, machine=dict(machine, threads="1"), note="beside another run")
+    table = bench.accuracy_table(records, ["vat"])
+    assert "| vat | 3 | 99.00 99.00 99.00 | 99.00 ± 0.00 | 99.00 | 99.00 ± 0.00 | 100 | 10 | 0.1 | 2 |" in table
+    assert "left out, as they shared the cores (their records say with what): vat (draw 2)." in table
+    for r in records:
+        r["note"] = "all shared"  # then the times are all there is
+    assert "| 367 | 10 | 0.1 | 1/2 |" in bench.accuracy_table(records, ["vat"])
 
 
 def test_records_made_before_a_config_field_existed_still_match():
@@ -105,3 +122,29 @@ def test_table_only_names_an_unknown_method(monkeypatch, tmp_path):
                                      "--results", str(tmp_path / "none.json")])
     with pytest.raises(SystemExit, match="unknown method 'nosuch'; allowed: supervised, vat"):
         bench.main()
+
+
+def test_parse_draws_count_range_list_and_bad_input():
+    bench = _benchmark_module()
+    assert bench.parse_draws("3") == [0, 1, 2]
+    assert bench.parse_draws("8-9") == [8, 9]
+    assert bench.parse_draws("2,5") == [2, 5]
+    for bad in ("0", "x", "5-3", "-1,2"):
+        with pytest.raises(Exception, match="--draws"):
+            bench.parse_draws(bad)
+
+
+def test_append_keeps_records_other_processes_wrote(tmp_path):
+    """Two benchmark processes sharing a results file: each adds its record to the file as it is on disk."""
+    bench = _benchmark_module()
+    results = tmp_path / "accuracy.json"
+    bench._append(results, {"method": "a", "draw": 0})
+    # another process appends by itself ...
+    import subprocess
+    import sys
+    code = (f"import importlib.util, pathlib; spec = importlib.util.spec_from_file_location('b', {str(REPO / 'benchmarks' / 'benchmark.py')!r}); "
+            f"m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            f"m._append(pathlib.Path({str(results)!r}), {{'method': 'b', 'draw': 1}})")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    records = bench._append(results, {"method": "a", "draw": 2})
+    assert [(r["method"], r["draw"]) for r in records] == [("a", 0), ("b", 1), ("a", 2)]
