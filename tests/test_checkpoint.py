@@ -51,6 +51,17 @@ def test_shipped_best_model_reproduces_its_recorded_accuracy(mnist):
     assert evaluate(model, mnist.test_images, mnist.test_labels) == pytest.approx(ck["test_acc"], abs=1e-6)
 
 
+def test_shipped_best_model_was_trained_with_the_best_preset():
+    """The README says `python -m vatlib train --preset best` retrains best_model.pth: its config must be that."""
+    from conftest import REPO
+    from vatlib import preset_config
+
+    where = ("out", "progress", "device", "num_threads")  # where and how it ran, not what it trained
+    trained = {k: v for k, v in load_checkpoint(REPO / "best_model.pth")["config"].items() if k not in where}
+    preset = {k: v for k, v in preset_config("best").to_dict().items() if k not in where}
+    assert trained == preset
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_model(tmp_path / "nope.pth")
