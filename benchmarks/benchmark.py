@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,13 @@ def _append(path: Path, record: Dict) -> List[Dict]:
         records.append(record)
         vatlib.write_json(path, records)
     return records
+
+
+def _timed(rows: List[Dict]) -> Tuple[List[Dict], List[Dict]]:
+    """The runs whose times count, and those left out: a record with a "note" shared the cores, so it is
+    left out, unless every run shared them (then their times are all there is)."""
+    alone = [r for r in rows if "note" not in r]
+    return (alone, [r for r in rows if "note" in r]) if alone else (rows, [])
 
 
 def parse_draws(text: str) -> List[int]:
@@ -246,11 +253,14 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
         groups = _by_machine(rows)
         # Times compare only within one machine: a method measured on two gets one figure per machine. They
         # come from the runs that had the cores to themselves: a record with a "note" shared them.
-        timed = {where: [r for r in g if "note" not in r] or g for where, g in groups.items()}
+        timed: Dict[str, List[Dict]] = {}
+        shared: List[Dict] = []
+        for where, g in groups.items():
+            timed[where], left_out = _timed(g)
+            shared += left_out
 
         def per_machine(field: str, fmt: str) -> str:
             return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in timed.values())
-        shared = [r for r in rows if all(r is not t for g in timed.values() for t in g)]
         if shared:
             untimed.append(f"{method} ({_draws(shared)})")
         lines.append(
@@ -287,7 +297,7 @@ def time_to_accuracy_table(records: List[Dict], methods: List[str], args: Option
     lines = [f"| method | timed draws | {head} |", "|---|---|" + "---|" * len(thresholds)]
     for method in methods:
         rows = [r for r in current_records(records, method, args) if "history" in r]
-        rows = [r for r in rows if "note" not in r] or rows  # times of the runs that had the cores to themselves
+        rows, _ = _timed(rows)
         if not rows:
             continue
         cells = []
