@@ -7,7 +7,8 @@ Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, def
 default recipe); draw k uses data_seed=k and seed=k. Each record keeps its full config, so the
 records made on top of earlier defaults stay what they were. Every run
 writes its record (config, history of validation accuracies, best and final) to the results file as
-soon as it ends, and a variant already recorded with the same config is skipped, so an interrupted
+soon as it ends (added to the file as it is on disk, under the benchmark's lock, so two screens can share it),
+and a variant already recorded with the same config is skipped, so an interrupted
 screen resumes. This is how recipe options were chosen or dropped: by validation accuracy, never by
 test accuracy (``report_test=False``).
 """
@@ -24,7 +25,7 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
-from benchmark import _key, machine_info  # noqa: E402
+from benchmark import _append, _key, _load, machine_info  # noqa: E402
 
 BASE: Dict = {}
 
@@ -49,7 +50,6 @@ def main(argv=None) -> None:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     results = Path(args.results)
-    records = json.loads(results.read_text()) if results.exists() else []
     if not args.table_only:
         base = json.loads(args.base)
         for name, overrides in json.loads(args.variants).items():
@@ -57,19 +57,18 @@ def main(argv=None) -> None:
                 cfg = vatlib.TrainConfig(**{**base, "steps": args.steps, **overrides, "data_seed": draw, "seed": draw,
                                             "report_test": False, "progress": False,
                                             "out": str(Path(args.runs) / f"{name}-draw{draw}")})
-                if any(r["config"] == _key(cfg) for r in records):
+                if any(r["config"] == _key(cfg) for r in _load(results)):  # afresh: another screen may share the file
                     print(f"{name} draw {draw}: already in {results}", flush=True)
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
                 result = vatlib.train(cfg, overwrite=True)
-                records.append({"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": _key(cfg),
-                                "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
-                                "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
-                                "machine": machine_info()})
-                vatlib.write_json(results, records)
+                _append(results, {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": _key(cfg),
+                                  "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
+                                  "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
+                                  "machine": machine_info()})
                 print(f"    best validation {result.best['val_acc']:.2%} at step {result.best['step']}, "
                       f"final {result.final['val_acc']:.2%}", flush=True)
-    print(screen_table(records))
+    print(screen_table(_load(results)))
 
 
 if __name__ == "__main__":
