@@ -170,7 +170,7 @@ class TrainConfig:
 # "supervised" is the baseline on the same labels, model, augmentation and steps (`--supervised-only`).
 PRESETS: Dict[str, Dict[str, Any]] = {
     "default": {},
-    # The default recipe with three times the updates (~27 min on 2 CPU cores): far more updates is what the
+    # The default recipe with three times the updates (29.6 min on 2 CPU cores): far more updates is what the
     # strongest published results share, and the default's validation accuracy peaked in its last 500 steps
     # on 5 of draws 0-7. Evaluating every 500 steps (18 evaluations) keeps their cost small.
     "best": dict(steps=9000, eval_every=500),
