@@ -175,14 +175,43 @@ def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
     return all(recorded.get(k, defaults[k]) == v for k, v in _key(cfg).items())
 
 
+def recorded(records: List[Dict], name: str, cfg: vatlib.TrainConfig) -> bool:
+    """Whether ``records`` hold a run of method ``name`` with config ``cfg`` (the benchmark then skips it)."""
+    return any(r["method"] == name and same_config(r["config"], cfg) for r in records)
+
+
+def _draw_list(draws: List[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts: List[str] = []
+    for d in draws:
+        if parts and d == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{d}"
+        else:
+            parts.append(str(d))
+    return ", ".join(parts)
+
+
+def plan(records: List[Dict], names: List[str], args: argparse.Namespace) -> str:
+    """One line per method: the draws asked for, those already recorded (skipped) and those to train.
+    It shows at once a count read as a draw number (``--draws 3`` is draws 0-2, not draw 3)."""
+    lines = []
+    for name in names:
+        todo = [d for d in args.draws if not recorded(records, name, method_config(name, d, args))]
+        done = [d for d in args.draws if d not in todo]
+        lines.append(f"{name}: draws {_draw_list(args.draws)}; already in {args.results}: "
+                     f"{_draw_list(done) or 'none'}; to train: {_draw_list(todo) or 'none'}")
+    return "\n".join(lines)
+
+
 def run_accuracy(args: argparse.Namespace) -> None:
     results = Path(args.results)
     data = vatlib.load_dataset(args.dataset, args.data_root)
     names = [method_name(m, args) for m in args.methods.split(",")]
+    print(plan(_load(results), names, args), flush=True)
     for name in names:
         for draw in args.draws:
             cfg = method_config(name, draw, args)
-            if any(r["method"] == name and same_config(r["config"], cfg) for r in _load(results)):
+            if recorded(_load(results), name, cfg):
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
             t0 = time.perf_counter()

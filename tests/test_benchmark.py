@@ -148,3 +148,19 @@ def test_append_keeps_records_other_processes_wrote(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
     records = bench._append(results, {"method": "a", "draw": 2})
     assert [(r["method"], r["draw"]) for r in records] == [("a", 0), ("b", 1), ("a", 2)]
+
+
+def test_plan_names_the_draws_recorded_and_to_train():
+    """Before training, the benchmark says which of the draws asked for are already in the results file: a count
+    (``--draws 3``, draws 0-2) taken for a draw number shows at once."""
+    import argparse
+
+    bench = _benchmark_module()
+    args = argparse.Namespace(dataset="MNIST", data_root="data", device="cpu", runs="runs/bench",
+                              results="r.json", draws=bench.parse_draws("4"))
+    records = [{"method": "vat", "draw": d, "config": bench._key(bench.method_config("vat", d, args))} for d in (0, 1, 2)]
+    records.append({"method": "vat", "draw": 3, "config": bench._key(bench.method_config("vat", 3, args)) | {"eps": 9.0}})
+    assert bench.plan(records, ["vat", "default"], args).splitlines() == [
+        "vat: draws 0-3; already in r.json: 0-2; to train: 3",  # draw 3's record has another eps
+        "default: draws 0-3; already in r.json: none; to train: 0-3"]
+    assert bench._draw_list([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
