@@ -273,6 +273,7 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
     machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods (and their draws) measured there
     split = False  # whether a row's draws ran on more than one machine
     untimed: List[str] = []  # the runs left out of the times: they shared the cores (their records say with what)
+    all_shared: List[str] = []  # the methods whose every run shared the cores: their times are those runs'
     for method in methods:
         rows = current_records(records, method, args)
         if not rows:
@@ -292,6 +293,8 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
             return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in timed.values())
         if shared:
             untimed.append(f"{method} ({_draws(shared)})")
+        if all("note" in r for r in rows):
+            all_shared.append(method)
         lines.append(
             f"| {method} | {len(rows)} | {' '.join(f'{100 * a:.2f}' for a in best)} | {_mean_std(best)} | "
             f"{100 * min(best):.2f} | {_mean_std(final)} | {per_machine('train_s', '.0f')} | "
@@ -312,7 +315,14 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
     if untimed:
         lines[-1] += (" Train time, steps/s and threads: the runs that had the cores to themselves; left out, as they "
                       f"shared the cores (their records say with what): {', '.join(untimed)}.")
+    if all_shared:
+        lines[-1] += f" {_shared_times(all_shared)}"
     return "\n".join(lines)
+
+
+def _shared_times(methods: List[str]) -> str:
+    return (f"Every run of {', '.join(methods)} shared the cores (their records say with what), so "
+            f"{'its' if len(methods) == 1 else 'their'} times are those runs': not comparable with the other rows.")
 
 
 def time_to_accuracy(history: List[Dict], threshold: float) -> Optional[float]:
@@ -324,16 +334,21 @@ def time_to_accuracy_table(records: List[Dict], methods: List[str], args: Option
     thresholds = getattr(args, "thresholds", None) or THRESHOLDS
     head = " | ".join(f"to {100 * t:g} %: median s (draws reaching it)" for t in thresholds)
     lines = [f"| method | timed draws | {head} |", "|---|---|" + "---|" * len(thresholds)]
+    all_shared: List[str] = []
     for method in methods:
         rows = [r for r in current_records(records, method, args) if "history" in r]
         rows, _ = _timed(rows)
         if not rows:
             continue
+        if all("note" in r for r in rows):
+            all_shared.append(method)
         cells = []
         for t in thresholds:
             times = [s for s in (time_to_accuracy(r["history"], t) for r in rows) if s is not None]
             cells.append(f"{statistics.median(times):.0f} ({len(times)}/{len(rows)})" if times else f"– (0/{len(rows)})")
         lines.append(f"| {method} | {len(rows)} | {' | '.join(cells)} |")
+    if all_shared:
+        lines.append(f"\n{_shared_times(all_shared)}")
     return "\n".join(lines)
 
 

@@ -74,9 +74,15 @@ def test_times_come_from_the_runs_that_had_the_cores_to_themselves():
     table = bench.accuracy_table(records, ["vat"])
     assert "| vat | 3 | 99.00 99.00 99.00 | 99.00 ± 0.00 | 99.00 | 99.00 ± 0.00 | 100 | 10 | 0.1 | 2 |" in table
     assert "left out, as they shared the cores (their records say with what): vat (draw 2)." in table
+    assert "Every run" not in table
     for r in records:
-        r["note"] = "all shared"  # then the times are all there is
-    assert "| 367 | 10 | 0.1 | 1/2 |" in bench.accuracy_table(records, ["vat"])
+        r["note"] = "all shared"  # then the times are all there is, and the table says they were shared
+    table = bench.accuracy_table(records, ["vat"])
+    assert "| 367 | 10 | 0.1 | 1/2 |" in table
+    assert "Every run of vat shared the cores" in table
+    for r in records:
+        r["history"] = [{"step": 10, "time_s": 50.0, "test_acc": 0.99}]
+    assert "Every run of vat shared the cores" in bench.time_to_accuracy_table(records, ["vat"])
 
 
 def test_records_made_before_a_config_field_existed_still_match():
