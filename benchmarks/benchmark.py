@@ -273,7 +273,7 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
     machines: Dict[str, List[str]] = {}  # "cpu, cores; versions" -> the methods (and their draws) measured there
     split = False  # whether a row's draws ran on more than one machine
     untimed: List[str] = []  # the runs left out of the times: they shared the cores (their records say with what)
-    all_shared: List[str] = []  # the methods whose every run shared the cores: their times are those runs'
+    all_shared: List[str] = []  # the methods (draws) timed on runs that all shared the cores: the times are theirs
     for method in methods:
         rows = current_records(records, method, args)
         if not rows:
@@ -293,8 +293,10 @@ def accuracy_table(records: List[Dict], methods: List[str], args: Optional[argpa
             return " / ".join(format(statistics.mean(r[field] for r in g), fmt) for g in timed.values())
         if shared:
             untimed.append(f"{method} ({_draws(shared)})")
-        if all("note" in r for r in rows):
-            all_shared.append(method)
+        # _timed keeps a run with a note only where every run on that machine has one.
+        shared_timed = [r for g in timed.values() for r in g if "note" in r]
+        if shared_timed:
+            all_shared.append(method if len(shared_timed) == len(rows) else f"{method} ({_draws(shared_timed)})")
         lines.append(
             f"| {method} | {len(rows)} | {' '.join(f'{100 * a:.2f}' for a in best)} | {_mean_std(best)} | "
             f"{100 * min(best):.2f} | {_mean_std(final)} | {per_machine('train_s', '.0f')} | "
@@ -340,7 +342,7 @@ def time_to_accuracy_table(records: List[Dict], methods: List[str], args: Option
         rows, _ = _timed(rows)
         if not rows:
             continue
-        if all("note" in r for r in rows):
+        if any("note" in r for r in rows):  # _timed kept the runs with a note: then every run has one
             all_shared.append(method)
         cells = []
         for t in thresholds:

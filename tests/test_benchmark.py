@@ -170,3 +170,17 @@ def test_plan_names_the_draws_recorded_and_to_train():
         "vat: draws 0-3; already in r.json: 0-2; to train: 3",  # draw 3's record has another eps
         "default: draws 0-3; already in r.json: none; to train: 0-3"]
     assert bench._draw_list([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+
+
+def test_times_of_a_machine_whose_every_run_shared_the_cores_are_flagged():
+    """Times are per machine: where every run on one machine shared the cores, its times are those runs', and the
+    table says so for those draws, even when the row's runs on another machine had the cores to themselves."""
+    bench = _benchmark_module()
+    machine = {"cpu": "cpu", "cores": "2", "threads": "2", "torch": "t", "torchvision": "v"}
+    records = [{"method": "vat", "draw": d, "best": {"test_acc": 0.99}, "final": {"test_acc": 0.99},
+                "train_s": 100.0, "steps": 10, "steps_per_s": 0.1, "machine": machine} for d in range(4)]
+    for r in records[2:]:
+        r.update(machine=dict(machine, cpu="other"), note="two side by side")
+    table = bench.accuracy_table(records, ["vat"])
+    assert "| 100 / 100 |" in table
+    assert "Every run of vat (draws 2, 3) shared the cores" in table
