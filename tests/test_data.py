@@ -293,6 +293,42 @@ def test_random_affine_identity_and_bounds():
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_elastic_field_is_smooth_noise_of_the_given_strength_through_its_control_points():
+    from vatlib.data import elastic_field
+    field = elastic_field(2000, 28, 28, 1.5, torch.Generator().manual_seed(0))
+    assert field.shape == (2000, 28, 28, 2)
+    px = field * 14  # [-1, 1] units -> pixels (28 / 2 per unit)
+    # The corners are control points: their displacements are the drawn normals, std 1.5 px, mean 0.
+    corners = px[:, [0, 0, -1, -1], [0, -1, 0, -1]].flatten()
+    assert abs(corners.std().item() - 1.5) < 0.05 and abs(corners.mean().item()) < 0.05
+    coarse = torch.randn(2000, 2, 5, 5, generator=torch.Generator().manual_seed(0)) * 1.5
+    assert torch.allclose(px[:, 0, 0], coarse[:, :, 0, 0], atol=1e-5)  # (x, y) of the top-left control point
+    # Smooth: neighbouring pixels move together (a per-pixel noise would give a correlation of 0).
+    dx = px[..., 0]
+    assert torch.corrcoef(torch.stack([dx[:, 10, 10], dx[:, 10, 11]]))[0, 1] > 0.9
+    assert torch.corrcoef(torch.stack([dx[:, 10, 10], dx[:, 10, 24]]))[0, 1] < 0.2  # but not the whole image
+
+
+def test_random_affine_elastic_warps_the_strokes_and_draws_nothing_when_off():
+    from conftest import synthetic_digits
+
+    from vatlib import random_affine
+    img = torch.from_numpy(synthetic_digits(64, 0)[0])
+    gen = torch.Generator().manual_seed(0)
+    plain = random_affine(img, 2, 10, 0.1, gen)
+    after_plain = torch.rand(1, generator=gen)
+    gen.manual_seed(0)
+    assert torch.equal(random_affine(img, 2, 10, 0.1, gen, elastic=0.0), plain)  # off: the same draws, same images
+    assert torch.equal(torch.rand(1, generator=gen), after_plain)
+    gen.manual_seed(0)
+    warped = random_affine(img, 2, 10, 0.1, gen, elastic=1.5)
+    moved = (warped - plain).abs().flatten(1).sum(1) / plain.flatten(1).sum(1)
+    assert (moved > 0.05).all()  # every image is warped beyond the affine part ...
+    ink = warped.flatten(1).sum(1) / plain.flatten(1).sum(1)
+    assert ((ink > 0.7) & (ink < 1.3)).all()  # ... and keeps its ink: bent strokes, not a different image
+    assert warped.min() >= 0 and warped.max() <= 1
+
+
 def test_random_erase_zeroes_one_clipped_square_per_image():
     from vatlib.data import random_erase
     x = torch.ones(500, 1, 28, 28)

@@ -60,7 +60,8 @@ def test_same_seeds_same_run_and_data_seed_moves_the_split(tmp_path, tiny_data):
 @pytest.mark.parametrize("field, value, allowed", [
     ("eps", 0.0, "> 0"), ("xi", -1e-3, "> 0"), ("n_power", 0, "integer >= 1"), ("steps", 0, "integer >= 1"),
     ("dataset", "CIFAR10", "one of"), ("device", "tpu", "allowed"), ("ema_decay", 1.0, "ema_decay < 1"),
-    ("vat_weight", -1.0, ">= 0"), ("max_shift", 20, "0..13"),
+    ("vat_weight", -1.0, ">= 0"), ("max_shift", 20, "0..13"), ("elastic", -0.5, "0..7 pixels"),
+    ("strong_elastic", 8.0, "0..7 pixels"),
 ])
 def test_invalid_config_names_field_value_and_range(field, value, allowed):
     with pytest.raises(ValueError) as e:
@@ -397,3 +398,18 @@ def test_pseudo_labels_train_and_resume_exactly(tmp_path, tiny_data):
     resumed = train(cut, data=tiny_data, resume=True)
     strip = lambda history: [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
+
+
+def test_elastic_options_warp_the_views_they_name(tmp_path, tiny_data):
+    run = _run(tmp_path, tiny_data, elastic=1.0, strong_elastic=1.5, pseudo_weight=1.0, strong_rotate=0.0,
+               strong_scale=0.0, strong_shift=0)
+    pick = run.labelled[:16]
+    grid_free = run.train_images[pick].unsqueeze(1).float() / 255
+    for strong in (False, True):
+        x, y = run.augmented(pick, strong=strong)
+        assert torch.equal(y, run.train_labels[pick])
+        assert ((x * 255 - (x * 255).round()).abs() > 1e-3).any()  # resampled, not integer-shifted pixels
+        assert not torch.allclose(x, grid_free, atol=0.05)
+    plain = _run(tmp_path, tiny_data)  # off (the default): the weak view is exact integer shifts
+    x, _ = plain.augmented(pick)
+    assert torch.equal(x * 255, (x * 255).round())

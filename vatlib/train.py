@@ -95,6 +95,10 @@ class TrainConfig:
     strong_rotate: float = 20.0  # the strong view's random rotation (degrees)
     strong_scale: float = 0.15  # the strong view's random zoom (fraction)
     strong_cutout: int = 0  # the strong view also has a random square of this side erased (px; 0 = none)
+    # Elastic distortions (vatlib.data.elastic_field; Simard et al. 2003, the classic MNIST augmentation):
+    # the test set's writers are not the training set's, and a smooth random warp of the strokes imitates
+    # how one writer's digit differs from another's, which shifts, rotations and zooms do not.
+    strong_elastic: float = 0.0  # the strong view's elastic distortion, std of its control points (px; 0 = none)
     # Labelled images get one extra random stroke with this probability (vatlib.data.random_stroke): the
     # class survives a stray stroke, so ten 7s without a crossbar also teach what a crossed 7 is. On the
     # validation split, with the pseudo-labels: draw 1 (no crossed 7 labelled) from 98.4 to 99.4 %.
@@ -103,6 +107,7 @@ class TrainConfig:
     max_shift: int = 2  # random translation of every image by up to this many pixels (0 = no augmentation)
     max_rotate: float = 0.0  # random rotation in degrees; > 0 (or max_scale > 0) switches to bilinear affine augmentation
     max_scale: float = 0.0  # random zoom by up to this fraction (0.1 = 0.9x to 1.1x)
+    elastic: float = 0.0  # elastic distortion of every image (labelled and unlabelled), px, as strong_elastic (0 = none)
     ema_decay: float = 0.99  # evaluate/save an exponential moving average of the weights (0 = raw weights)
     # bookkeeping
     eval_every: int = 250  # steps between validation/test evaluations (and checkpoint choices)
@@ -140,6 +145,8 @@ class TrainConfig:
         need(self.max_shift < 14, "max_shift", "0..13 pixels")
         need(0 <= self.max_rotate <= 180, "max_rotate", "0..180 degrees")
         need(0 <= self.max_scale < 1, "max_scale", "0 <= max_scale < 1")
+        for field in ("elastic", "strong_elastic"):
+            need(0 <= getattr(self, field) <= 7, field, "0..7 pixels")
         need(self.cutout <= 28, "cutout", "0..28 pixels")
         need(0 < self.pseudo_threshold < 1, "pseudo_threshold", "0 < pseudo_threshold < 1")
         need(0 <= self.stroke_p <= 1, "stroke_p", "0 <= stroke_p <= 1")
@@ -455,10 +462,10 @@ class Run:
         ``strong``: the pseudo-label term's view (``strong_*`` fields) instead of the usual one (``max_*``).
         """
         cfg = self.cfg
-        shift, rotate, scale = ((cfg.strong_shift, cfg.strong_rotate, cfg.strong_scale) if strong else
-                                (cfg.max_shift, cfg.max_rotate, cfg.max_scale))
-        if rotate > 0 or scale > 0:
-            x = random_affine(self.train_images[pick], shift, rotate, scale, self.gen)
+        shift, rotate, scale, elastic = ((cfg.strong_shift, cfg.strong_rotate, cfg.strong_scale, cfg.strong_elastic)
+                                         if strong else (cfg.max_shift, cfg.max_rotate, cfg.max_scale, cfg.elastic))
+        if rotate > 0 or scale > 0 or elastic > 0:
+            x = random_affine(self.train_images[pick], shift, rotate, scale, self.gen, elastic=elastic)
         else:  # integer shifts: exact pixels, no interpolation blur
             x = to_float(random_translate(self.train_images[pick], shift, self.gen))
         if strong and cfg.strong_cutout:
