@@ -1,6 +1,7 @@
 """End-to-end training on tiny synthetic data, config validation, and the command line."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -413,3 +414,30 @@ def test_elastic_options_warp_the_views_they_name(tmp_path, tiny_data):
     plain = _run(tmp_path, tiny_data)  # off (the default): the weak view is exact integer shifts
     x, _ = plain.augmented(pick)
     assert torch.equal(x * 255, (x * 255).round())
+
+
+def test_pseudo_labels_come_from_the_weight_average_with_an_ema_teacher(tmp_path, tiny_data):
+    import torch.nn.functional as F
+    from vatlib.train import LOSS_TERMS, Unlabelled
+    with pytest.raises(ValueError, match="pseudo_teacher.*'model' when ema_decay is 0"):
+        TrainConfig(pseudo_teacher="ema", ema_decay=0.0).validate()
+    with pytest.raises(ValueError, match=r"pseudo_teacher='mean'.*one of \['model', 'ema'\]"):
+        TrainConfig(pseudo_teacher="mean").validate()
+    run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=False, pseudo_threshold=0.9, pseudo_teacher="ema")
+    xu, pos = run.unlabelled_batch()
+    label = (torch.arange(len(pos)) + 3) % 10
+    confident = torch.arange(len(pos)) % 3 == 0
+    teacher_logits = _confident_logits(label, confident)
+    seen = []
+    run.ema.model = lambda x: (seen.append(x), teacher_logits)[1]  # the teacher, as the term calls it
+    # The model's own clean pass is confident everywhere, about another class: it must not be used.
+    u = Unlabelled(xu, _confident_logits(torch.zeros_like(label), torch.ones_like(confident)), pos)
+    before = run.gen.get_state()
+    loss = LOSS_TERMS["pseudo"].fn(run, u)
+    assert len(seen) == 1 and seen[0] is xu  # the teacher sees the weak view
+    run.gen.set_state(before)
+    strong, _ = run.augmented(run.unlabelled[pos], strong=True)
+    per_sample = F.cross_entropy(run.model(strong), label, reduction="none")
+    assert torch.allclose(loss, (per_sample * confident).mean())
+    result = train(tiny_config(tmp_path, steps=40, pseudo_weight=0.3, pseudo_teacher="ema", out=""), data=tiny_data)
+    assert all(math.isfinite(h["loss_pseudo"]) for h in result.history)

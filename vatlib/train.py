@@ -49,6 +49,7 @@ __all__ = ["LOSS_TERMS", "PRESETS", "Run", "RunExistsError", "TrainConfig", "Tra
 
 ENTMIN_ON = ("clean", "adversarial")
 VAT_TARGETS = ("model", "ema")
+PSEUDO_TEACHERS = ("model", "ema")
 
 
 @dataclass
@@ -91,6 +92,10 @@ class TrainConfig:
     pseudo_weight: float = 1.0  # weight of the pseudo-label term (0 = off)
     pseudo_threshold: float = 0.95  # confidence a clean prediction needs to become a pseudo-label (FixMatch's tau)
     pseudo_flex: bool = True  # FlexMatch: per-class thresholds, lower for classes with fewer confident predictions so far
+    # Whose prediction of the weak view becomes the pseudo-label: the model's clean pass, or the weight
+    # average's ("ema", Mean Teacher's teacher: it changes slowly, so one bad step cannot confirm itself).
+    # "ema" costs one more forward pass without gradient.
+    pseudo_teacher: str = "model"
     strong_shift: int = 3  # the strong view's random translation (px), bilinear, with the rotation and zoom below
     strong_rotate: float = 20.0  # the strong view's random rotation (degrees)
     strong_scale: float = 0.15  # the strong view's random zoom (fraction)
@@ -161,6 +166,9 @@ class TrainConfig:
         need(isinstance(self.balanced_labelled, bool), "balanced_labelled", "True or False")
         need(self.vat_target in VAT_TARGETS, "vat_target", f"one of {list(VAT_TARGETS)}")
         need(self.vat_target == "model" or self.ema_decay > 0, "vat_target", "'model' when ema_decay is 0 (no average)")
+        need(self.pseudo_teacher in PSEUDO_TEACHERS, "pseudo_teacher", f"one of {list(PSEUDO_TEACHERS)}")
+        need(self.pseudo_teacher == "model" or self.ema_decay > 0, "pseudo_teacher",
+             "'model' when ema_decay is 0 (no average)")
         return resolve_device(self.device)  # raises ValueError for a bad device
 
     @property
@@ -293,9 +301,11 @@ def _vat_term(run: "Run", u: Unlabelled) -> torch.Tensor:
 
 
 def _pseudo_term(run: "Run", u: Unlabelled) -> torch.Tensor:
-    """Cross-entropy of a strongly augmented view against the clean prediction, where that one is confident."""
+    """Cross-entropy of a strongly augmented view against the clean prediction (the model's, or the weight
+    average's with ``pseudo_teacher="ema"``), where that one is confident."""
     with torch.no_grad():
-        conf, label = u.logits.detach().float().softmax(dim=1).max(dim=1)  # (N,), (N,)
+        teacher = run.ema.model(u.x) if run.cfg.pseudo_teacher == "ema" else u.logits  # the average in eval mode
+        conf, label = teacher.detach().float().softmax(dim=1).max(dim=1)  # (N,), (N,)
         threshold = run.pseudo_thresholds(u.pos, conf, label) if run.cfg.pseudo_flex else run.cfg.pseudo_threshold
         mask = (conf >= threshold).to(conf.dtype)
     strong, _ = run.augmented(run.unlabelled[u.pos], strong=True)
