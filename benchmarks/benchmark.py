@@ -45,6 +45,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
+from vatlib.train import completed_config  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
 # The rows of the ablation add one ingredient each: supervised, vat, vat+ent, vat+pseudo, default.
@@ -63,10 +64,6 @@ METHODS: Dict[str, tuple] = {
 }
 # The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
 STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
-# What runs did before a TrainConfig field existed, where today's default differs: a record without
-# the field ran with this value. Fields whose default kept the old behaviour need no entry, nor do
-# those that act only through another one (pseudo_flex and strong_*, through pseudo_weight).
-BEFORE_FIELD = {"pseudo_weight": 0.0, "stroke_p": 0.0}
 THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy table (MNIST's; --thresholds for others)
 
 
@@ -170,9 +167,10 @@ def _key(cfg: vatlib.TrainConfig) -> Dict:
 
 def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
     """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts
-    as what runs did before the field existed (``BEFORE_FIELD``, else its default), so older records still match."""
-    defaults = {**vatlib.TrainConfig().to_dict(), **BEFORE_FIELD}
-    return all(recorded.get(k, defaults[k]) == v for k, v in _key(cfg).items())
+    as what runs did before the field existed (``BEFORE_FIELD`` of vatlib's train module, else its default), so older records
+    still match."""
+    full = completed_config(recorded)
+    return all(full[k] == v for k, v in _key(cfg).items())
 
 
 def recorded(records: List[Dict], name: str, cfg: vatlib.TrainConfig) -> bool:

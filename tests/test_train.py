@@ -441,3 +441,27 @@ def test_pseudo_labels_come_from_the_weight_average_with_an_ema_teacher(tmp_path
     assert torch.allclose(loss, (per_sample * confident).mean())
     result = train(tiny_config(tmp_path, steps=40, pseudo_weight=0.3, pseudo_teacher="ema", out=""), data=tiny_data)
     assert all(math.isfinite(h["loss_pseudo"]) for h in result.history)
+
+
+def test_a_run_saved_before_a_field_existed_resumes_as_it_ran(tmp_path, tiny_data):
+    from vatlib.checkpoint import atomic_torch_save
+    from vatlib.train import BEFORE_FIELD
+
+    def interrupted_by_an_older_version(*dropped):
+        with pytest.raises(vatlib.TrainingInterrupted):
+            train(tiny_config(tmp_path, steps=60), data=tiny_data, overwrite=True,
+                  on_eval=lambda run: run.step == 20 and run.request_stop())
+        last = tmp_path / "run" / "last.pth"
+        ckpt = load_checkpoint(last)
+        for field in dropped:
+            del ckpt["config"][field]
+        atomic_torch_save(ckpt, last)
+
+    # Fields added with their old behaviour as default: missing means that default.
+    interrupted_by_an_older_version("elastic", "strong_elastic", "pseudo_teacher", "stroke_p")
+    assert BEFORE_FIELD["stroke_p"] == 0.0  # the run ran without strokes, and so does the tiny config
+    assert train(tiny_config(tmp_path, steps=60), data=tiny_data, resume=True).history[-1]["step"] == 60
+    # A missing stroke_p meant no stroke, whatever today's default: resuming with strokes is refused.
+    interrupted_by_an_older_version("stroke_p")
+    with pytest.raises(ValueError, match=r"stroke_p: saved 0.0, now 0.5"):
+        train(tiny_config(tmp_path, steps=60, stroke_p=0.5), data=tiny_data, resume=True)

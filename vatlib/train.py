@@ -194,6 +194,19 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# What runs did before a TrainConfig field existed, where today's default differs: a saved config (a
+# checkpoint's, a results file's) without the field ran with this value. A field whose default kept the
+# old behaviour needs no entry (elastic, strong_elastic, pseudo_teacher), nor does one that acts only
+# through another (pseudo_flex and strong_*, through pseudo_weight).
+BEFORE_FIELD: Dict[str, Any] = {"pseudo_weight": 0.0, "stroke_p": 0.0}
+
+
+def completed_config(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A saved config (``TrainConfig.to_dict()`` of an older version, perhaps) with every field added since
+    filled in with what runs did before it existed (``BEFORE_FIELD``, else the field's default)."""
+    return {**TrainConfig().to_dict(), **BEFORE_FIELD, **saved}
+
+
 def preset_config(name: str = "default", **overrides: Any) -> "TrainConfig":
     """TrainConfig of a named preset, with keyword overrides on top."""
     if name not in PRESETS:
@@ -702,7 +715,7 @@ def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data_info: Di
         raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
     if not isinstance(state.get("loss_sums"), dict):
         raise CheckpointError(f"{path}: training state written by vatlib < 0.2, which this version cannot resume")
-    saved = ckpt["config"]
+    saved = completed_config(ckpt["config"])  # a run interrupted before a field existed ran as BEFORE_FIELD says
     changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in cfg.to_dict().items()
                if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
     if changed:
