@@ -166,9 +166,8 @@ def _key(cfg: vatlib.TrainConfig) -> Dict:
 
 
 def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
-    """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts
-    as what runs did before the field existed (``BEFORE_FIELD`` of vatlib's train module, else its default), so older records
-    still match."""
+    """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts as
+    what runs did before the field existed (vatlib's ``completed_config``), so older records still match."""
     full = completed_config(recorded)
     return all(full[k] == v for k, v in _key(cfg).items())
 

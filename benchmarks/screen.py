@@ -25,7 +25,7 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
-from benchmark import _append, _key, _load, machine_info  # noqa: E402
+from benchmark import _append, _key, _load, machine_info, same_config  # noqa: E402
 
 BASE: Dict = {}
 
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
                 cfg = vatlib.TrainConfig(**{**base, "steps": args.steps, **overrides, "data_seed": draw, "seed": draw,
                                             "report_test": False, "progress": False,
                                             "out": str(Path(args.runs) / f"{name}-draw{draw}")})
-                if any(r["config"] == _key(cfg) for r in _load(results)):  # afresh: another screen may share the file
+                if any(same_config(r["config"], cfg) for r in _load(results)):  # afresh: another screen may share it
                     print(f"{name} draw {draw}: already in {results}", flush=True)
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)

@@ -108,13 +108,36 @@ def test_set_overrides_are_typed_like_the_fields():
         bench.parse_set("epsilon=2")
 
 
-def test_screen_table_shows_validation_only():
+def _screen_module():
     import importlib.util
     import sys
     sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("screen", REPO / "benchmarks" / "screen.py")
     screen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(screen)
+    return screen
+
+
+def test_screen_skips_a_variant_recorded_before_later_fields_existed(monkeypatch, tmp_path, capsys):
+    import vatlib
+    screen = _screen_module()
+    cfg = vatlib.TrainConfig(steps=3000, data_seed=1, seed=1, report_test=False, progress=False, cutout=10,
+                             out=str(tmp_path / "runs" / "cutout10-draw1"))
+    old = {k: v for k, v in screen._key(cfg).items() if k not in ("elastic", "strong_elastic", "pseudo_teacher")}
+    results = tmp_path / "screen.json"
+    vatlib.write_json(results, [{"name": "cutout10", "draw": 1, "overrides": {"cutout": 10}, "config": old,
+                                 "best": {"step": 1750, "val_acc": 0.966}, "final": {"step": 3000, "val_acc": 0.954},
+                                 "train_s": 843.8}])
+    monkeypatch.setattr(vatlib, "train", lambda *a, **k: pytest.fail("trained a variant already recorded"))
+    args = ['{"cutout10": {"cutout": 10}}', "--draws", "1", "--results", str(results), "--runs", str(tmp_path / "runs")]
+    screen.main(args)
+    assert f"cutout10 draw 1: already in {results}" in capsys.readouterr().out
+    with pytest.raises(pytest.fail.Exception, match="trained a variant already recorded"):  # another config: trained
+        screen.main(['{"cutout10": {"cutout": 10, "elastic": 1.0}}', *args[1:]])
+
+
+def test_screen_table_shows_validation_only():
+    screen = _screen_module()
     table = screen.screen_table([{"name": "cutout10", "draw": 1, "overrides": {"cutout": 10},
                                   "best": {"step": 1750, "val_acc": 0.966}, "final": {"step": 3000, "val_acc": 0.954},
                                   "train_s": 843.8}])
