@@ -92,10 +92,8 @@ class TrainConfig:
     pseudo_weight: float = 1.0  # weight of the pseudo-label term (0 = off)
     pseudo_threshold: float = 0.95  # confidence a clean prediction needs to become a pseudo-label (FixMatch's tau)
     pseudo_flex: bool = True  # FlexMatch: per-class thresholds, lower for classes with fewer confident predictions so far
-    # Whose prediction of the weak view becomes the pseudo-label: the model's clean pass, or the weight
-    # average's ("ema", Mean Teacher's teacher: it changes slowly, so one bad step cannot confirm itself).
-    # "ema" costs one more forward pass without gradient.
-    pseudo_teacher: str = "model"
+    # The weight average (Mean Teacher's teacher) changes slowly, so one bad step cannot confirm itself.
+    pseudo_teacher: str = "model"  # who labels the weak view: "model" (its clean pass) or "ema" (the weight average)
     strong_shift: int = 3  # the strong view's random translation (px), bilinear, with the rotation and zoom below
     strong_rotate: float = 20.0  # the strong view's random rotation (degrees)
     strong_scale: float = 0.15  # the strong view's random zoom (fraction)
