@@ -465,3 +465,11 @@ def test_a_run_saved_before_a_field_existed_resumes_as_it_ran(tmp_path, tiny_dat
     interrupted_by_an_older_version("stroke_p")
     with pytest.raises(ValueError, match=r"stroke_p: saved 0.0, now 0.5"):
         train(tiny_config(tmp_path, steps=60, stroke_p=0.5), data=tiny_data, resume=True)
+
+
+def test_the_weight_average_runs_once_per_step_for_both_of_its_terms(tmp_path, tiny_data):
+    run = _run(tmp_path, tiny_data, pseudo_weight=1.0, vat_target="ema", pseudo_teacher="ema")
+    calls = []
+    run.ema.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    losses = run.losses()
+    assert {"vat", "pseudo"} <= set(losses) and calls == [run.cfg.batch_unlabelled]

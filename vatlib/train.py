@@ -48,8 +48,7 @@ __all__ = ["LOSS_TERMS", "PRESETS", "Run", "RunExistsError", "TrainConfig", "Tra
 
 
 ENTMIN_ON = ("clean", "adversarial")
-VAT_TARGETS = ("model", "ema")
-PSEUDO_TEACHERS = ("model", "ema")
+TEACHERS = ("model", "ema")  # whose clean prediction vat_target / pseudo_teacher aim at: the model's, or its average's
 
 
 @dataclass
@@ -162,11 +161,9 @@ class TrainConfig:
         need(self.entmin_on == "clean" or self.vat_weight > 0 or self.entmin_weight == 0, "entmin_on",
              "'clean' when vat_weight is 0 ('adversarial' uses VAT's perturbed pass)")
         need(isinstance(self.balanced_labelled, bool), "balanced_labelled", "True or False")
-        need(self.vat_target in VAT_TARGETS, "vat_target", f"one of {list(VAT_TARGETS)}")
-        need(self.vat_target == "model" or self.ema_decay > 0, "vat_target", "'model' when ema_decay is 0 (no average)")
-        need(self.pseudo_teacher in PSEUDO_TEACHERS, "pseudo_teacher", f"one of {list(PSEUDO_TEACHERS)}")
-        need(self.pseudo_teacher == "model" or self.ema_decay > 0, "pseudo_teacher",
-             "'model' when ema_decay is 0 (no average)")
+        for field in ("vat_target", "pseudo_teacher"):
+            need(getattr(self, field) in TEACHERS, field, f"one of {list(TEACHERS)}")
+            need(getattr(self, field) == "model" or self.ema_decay > 0, field, "'model' when ema_decay is 0 (no average)")
         return resolve_device(self.device)  # raises ValueError for a bad device
 
     @property
@@ -297,15 +294,22 @@ class Unlabelled:
     logits: torch.Tensor  # its clean logits; they carry a gradient only if an active term asks for it (LossTerm.clean_grad)
     pos: torch.Tensor  # (N,) positions of its images in the run's unlabelled indices
     adv_logits: Optional[torch.Tensor] = None  # the VAT term's perturbed pass, for the terms after it to reuse
+    ema_logits: Optional[torch.Tensor] = None  # the weight average's logits of x, once a term has asked (_ema_logits)
+
+
+def _ema_logits(run: "Run", u: Unlabelled) -> torch.Tensor:
+    """The weight average's prediction of the unlabelled batch (Mean Teacher's teacher), in eval mode and without
+    gradient; computed once per step, however many terms ask for it (vat_target, pseudo_teacher)."""
+    if u.ema_logits is None:
+        with torch.no_grad():
+            u.ema_logits = run.ema.model(u.x)
+    return u.ema_logits
 
 
 def _vat_term(run: "Run", u: Unlabelled) -> torch.Tensor:
     cfg = run.cfg
     erase = (lambda x: random_erase(x, cfg.cutout, run.gen)) if cfg.cutout else None
-    target = None
-    if cfg.vat_target == "ema":  # the weight average's prediction (Mean Teacher), in eval mode, without gradient
-        with torch.no_grad():
-            target = run.ema.model(u.x)
+    target = _ema_logits(run, u) if cfg.vat_target == "ema" else None
     per_sample, u.adv_logits = lds_and_logits(run.model, u.x, u.logits, eps=cfg.eps, xi=cfg.xi,
                                               n_power=cfg.n_power, transform=erase, target=target)
     return per_sample.mean()
@@ -315,7 +319,7 @@ def _pseudo_term(run: "Run", u: Unlabelled) -> torch.Tensor:
     """Cross-entropy of a strongly augmented view against the clean prediction (the model's, or the weight
     average's with ``pseudo_teacher="ema"``), where that one is confident."""
     with torch.no_grad():
-        teacher = run.ema.model(u.x) if run.cfg.pseudo_teacher == "ema" else u.logits  # the average in eval mode
+        teacher = _ema_logits(run, u) if run.cfg.pseudo_teacher == "ema" else u.logits
         conf, label = teacher.detach().float().softmax(dim=1).max(dim=1)  # (N,), (N,)
         threshold = run.pseudo_thresholds(u.pos, conf, label) if run.cfg.pseudo_flex else run.cfg.pseudo_threshold
         mask = (conf >= threshold).to(conf.dtype)
