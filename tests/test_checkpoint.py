@@ -33,6 +33,20 @@ def test_round_trip_restores_outputs_and_metadata(tmp_path):
     assert set(ck["versions"]) == {"vatlib", "torch", "torchvision", "numpy", "python"}
 
 
+def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
+    model = ConvNet(width=4, pool_first=True)
+    model.train()
+    model(torch.rand(16, 1, 28, 28))
+    model.eval()
+    path = tmp_path / "m.pth"
+    _save(path, model)
+    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "pool_first": True}
+    loaded = load_model(path)
+    assert loaded.pool_first
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+
+
 def test_saved_file_gets_umask_permissions(tmp_path):
     path = tmp_path / "m.pth"
     _save(path)
