@@ -32,6 +32,18 @@ def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_dat
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg.to_dict()
 
 
+def test_fast_preset_trains_the_pool_first_model_and_its_checkpoint_reloads_it(tmp_path, tiny_data):
+    fast = vatlib.PRESETS["fast"]
+    assert fast == {"batch_unlabelled": 64, "pool_first": True}  # the default recipe on a cheaper step, nothing else
+    result = train(tiny_config(tmp_path, pool_first=True), data=tiny_data)
+    assert result.final["test_acc"] > 0.7, result.history  # chance is 0.1
+    ck = load_checkpoint(result.checkpoint)
+    assert ck["model"]["pool_first"] is True and ck["config"]["pool_first"] is True
+    model = load_model(result.checkpoint)
+    assert model.pool_first
+    assert evaluate(model, tiny_data.test_images, tiny_data.test_labels) == pytest.approx(ck["test_acc"])
+
+
 def test_supervised_only_mode_uses_no_unlabelled_loss(tmp_path, tiny_data):
     result = train(tiny_config(tmp_path, vat_weight=0.0, entmin_weight=0.0), data=tiny_data)
     assert all(h["loss_vat"] == 0 and h["loss_ent"] == 0 and h["loss_bal"] == 0 for h in result.history)
