@@ -22,10 +22,12 @@ PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081
 INPUT_MARGIN = 8.0
 
 
-def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    """Conv-BN-ReLU; ``pool``: max-pool (2x) between the conv and the BatchNorm."""
     # bias=False: the BatchNorm shift makes a conv bias redundant.
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        *([nn.MaxPool2d(2)] if pool else []),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
@@ -47,11 +49,8 @@ class ConvNet(nn.Module):
             raise ValueError(f"ConvNet needs num_classes >= 2 and width >= 1, got {num_classes}, {width}")
         self.num_classes, self.width, self.pool_first = num_classes, width, bool(pool_first)
         w = width
-        if pool_first:  # conv -> pool (28 -> 14) -> BN -> ReLU
-            block1 = nn.Sequential(nn.Conv2d(1, w, 3, padding=1, bias=False), nn.MaxPool2d(2),
-                                   nn.BatchNorm2d(w), nn.ReLU(inplace=True))
-        else:  # conv -> BN -> ReLU, then the pool
-            block1 = nn.Sequential(_conv_bn(1, w), nn.MaxPool2d(2))  # 28 -> 14
+        # 28 -> 14: conv -> pool -> BN -> ReLU, or conv -> BN -> ReLU -> pool
+        block1 = [_conv_bn(1, w, pool=True)] if pool_first else [_conv_bn(1, w), nn.MaxPool2d(2)]
         self.features = nn.Sequential(
             *block1,
             _conv_bn(w, 2 * w),
