@@ -47,6 +47,17 @@ def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
     assert torch.equal(loaded(x), model(x))
 
 
+def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
+    """A checkpoint is loaded by parameter name, so a refactor of ConvNet must not rename them: these are the names
+    best_model.pth (default order) and the fast preset's checkpoints (pool_first) were saved with."""
+    default = list(ConvNet(width=4).state_dict())
+    assert default[:3] == ["features.0.0.weight", "features.0.1.weight", "features.0.1.bias"]
+    assert "features.2.0.weight" in default  # the second block, after the first block and its pool
+    pooled = list(ConvNet(width=4, pool_first=True).state_dict())
+    assert pooled[:3] == ["features.0.weight", "features.2.weight", "features.2.bias"]  # conv, (pool), BN
+    assert "features.4.0.weight" in pooled  # the second block
+
+
 def test_saved_file_gets_umask_permissions(tmp_path):
     path = tmp_path / "m.pth"
     _save(path)

@@ -49,8 +49,10 @@ class ConvNet(nn.Module):
             raise ValueError(f"ConvNet needs num_classes >= 2 and width >= 1, got {num_classes}, {width}")
         self.num_classes, self.width, self.pool_first = num_classes, width, bool(pool_first)
         w = width
-        # 28 -> 14: conv -> pool -> BN -> ReLU, or conv -> BN -> ReLU -> pool
-        block1 = [_conv_bn(1, w, pool=True)] if pool_first else [_conv_bn(1, w), nn.MaxPool2d(2)]
+        # 28 -> 14: conv -> pool -> BN -> ReLU, or conv -> BN -> ReLU -> pool. The pool-first layers sit
+        # flat in ``features`` (features.0 the conv ... features.4 the next block), the layout the fast
+        # preset's checkpoints were saved with (its accuracy records come from them).
+        block1 = [*_conv_bn(1, w, pool=True)] if pool_first else [_conv_bn(1, w), nn.MaxPool2d(2)]
         self.features = nn.Sequential(
             *block1,
             _conv_bn(w, 2 * w),
