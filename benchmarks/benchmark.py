@@ -14,9 +14,10 @@ resumes where it stopped (runs already in the file with the same config are skip
 records whose config is the method's current one are tabulated).
 
 `step` times one training step as `vatlib.Run.train_step` takes it (32 labelled + 128 unlabelled
-images unless said, fresh augmented batches, the default model): supervised-only, VAT, VAT + entropy
-minimisation on the clean or on the perturbed pass, the default recipe, the same with the first block
-pooled first, the fast preset (that, with 64 unlabelled images), and the textbook VAT step
+images unless said, fresh augmented batches, 0.3's model unless said): supervised-only, VAT, VAT + entropy
+minimisation on the clean or on the perturbed pass, 0.3's default recipe, the same with the first block
+pooled first, the fast preset (that, with 64 unlabelled images), the default recipe (0.3's with a second
+conv block at 7x7), and the textbook VAT step
 that the most-copied public PyTorch VAT loss makes (clean prediction under no_grad, a power
 iteration that calls .backward() through the whole model and then zeroes the weight gradients),
 interleaved, and prints medians and ratios.
@@ -46,23 +47,28 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import vatlib  # noqa: E402
-from vatlib.train import completed_config  # noqa: E402
+from vatlib.train import RECIPE_0_3, completed_config  # noqa: E402
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
-# The rows of the ablation add one ingredient each: supervised, vat, vat+ent, vat+pseudo, default.
+# The rows of the ablation add one ingredient each: supervised, vat, vat+ent, vat+pseudo, default-0.3, default.
+# Every row up to default-0.3 keeps 0.3's model and length (RECIPE_0_3: one conv block at 7x7, 3,000 steps).
 VAT_ONLY = dict(entmin_weight=0.0, balance_weight=0.0, pseudo_weight=0.0, stroke_p=0.0)
 METHODS: Dict[str, tuple] = {
-    "supervised": ("supervised", {}),  # same labels, model, shifts, optimiser and steps
-    "vat": ("default", VAT_ONLY),  # VAT alone
-    "vat+ent": ("default", dict(VAT_ONLY, entmin_weight=1.0)),  # + entropy minimisation: the default up to 0.2
-    "vat+pseudo": ("default", dict(stroke_p=0.0)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
-    "default": ("default", {}),  # + a random stroke on the labelled images
+    "supervised": ("supervised", RECIPE_0_3),  # same labels, model, shifts, optimiser and steps
+    "vat": ("default", dict(VAT_ONLY, **RECIPE_0_3)),  # VAT alone
+    "vat+ent": ("default", dict(VAT_ONLY, entmin_weight=1.0, **RECIPE_0_3)),  # + entropy minimisation: 0.2's default
+    "vat+pseudo": ("default", dict(stroke_p=0.0, **RECIPE_0_3)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
+    "default-0.3": ("default", RECIPE_0_3),  # + a random stroke on the labelled images: 0.3's default
+    "default": ("default", {}),  # + a second conv block at 7x7 and 3,500 steps
+    # Not semi-supervised: the default's model and steps trained on every training label (59,000), 128 per batch.
+    # The ceiling the 100-label runs are measured against.
+    "all-labels": ("supervised", dict(all_labels=True, batch_labelled=128)),
     "default-compiled": ("default", dict(compile=True)),  # the same with torch.compile (its compile time counts)
-    "fast": ("fast", {}),  # the default on a cheaper step: 64 unlabelled images per step, the first block pooled first
-    "best": ("best", {}),  # the recipe best_model.pth is trained with: the default, three times longer
+    "fast": ("fast", {}),  # 0.3's default on a cheaper step: 64 unlabelled images per step, the first block pooled first
+    "best": ("best", {}),  # the recipe best_model.pth is trained with: 0.3's default, three times longer
     # The best preset up to 0.3 (VAT + entropy minimisation, 9,000 steps, rotations and zooms): 0.2's best_model.pth.
     "vat+ent-best": ("default", dict(VAT_ONLY, entmin_weight=1.0, steps=9000, eval_every=500, max_rotate=10.0,
-                                     max_scale=0.1)),
+                                     max_scale=0.1, final_blocks=1)),
 }
 # The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
 STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
@@ -70,17 +76,21 @@ THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy tabl
 
 
 def machine_info() -> Dict[str, str]:
-    cpu = platform.processor() or "unknown"
+    """Where a record was made. ``isa``: the widest vector instructions, because one CPU name ("AMD EPYC") covers
+    machines of different generations whose speeds differ by 3-4x."""
+    cpu, flags = platform.processor() or "unknown", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)  # the first core's entries
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu, flags = info.get("model name", cpu), set(info.get("flags", "").split())
     except OSError:
         pass
+    isa = ("AVX-512" + (" with bf16" if "avx512_bf16" in flags else "") if "avx512f" in flags
+           else "AVX2" if "avx2" in flags else "")
     return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-            **vatlib.checkpoint.library_versions()}
+            **({"isa": isa} if isa else {}), **vatlib.checkpoint.library_versions()}
 
 
 def _load(path: Path) -> List[Dict]:
@@ -253,8 +263,9 @@ def _draws(rows: List[Dict]) -> str:
 
 
 def _where(m: Dict[str, str]) -> str:
-    """A record's machine as the tables name it: "cpu, cores; versions"."""
-    return f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}"
+    """A record's machine as the tables name it: "cpu (isa), cores; versions" (records before isa: "cpu, ...")."""
+    isa = f" ({m['isa']})" if m.get("isa") else ""
+    return f"{m['cpu']}{isa}, {m['cores']} cores; torch {m['torch']}, torchvision {m['torchvision']}"
 
 
 def _by_machine(rows: List[Dict]) -> Dict[str, List[Dict]]:
@@ -397,13 +408,15 @@ def run_step(args: argparse.Namespace) -> None:
         loss.backward()
         run.opt.step()
 
-    vat_only = dict(STEP_VAT, entmin_weight=0.0)
-    runs = {"supervised": new_run("supervised"), "VAT (vatlib)": new_run("default", **vat_only),
-            "VAT + entropy min. on the clean pass (0.2's default)": new_run("default", **STEP_VAT),
-            "VAT + entropy min. on the perturbed pass": new_run("default", **dict(STEP_VAT, entmin_on="adversarial")),
-            "the default recipe (VAT + pseudo-labels + stroke)": new_run("default"),
-            "... with the first block pooled first (pool_first)": new_run("default", pool_first=True),
+    step_vat = dict(STEP_VAT, **RECIPE_0_3)  # every row but the default's: 0.3's model
+    vat_only = dict(step_vat, entmin_weight=0.0)
+    runs = {"supervised": new_run("supervised", **RECIPE_0_3), "VAT (vatlib)": new_run("default", **vat_only),
+            "VAT + entropy min. on the clean pass (0.2's default)": new_run("default", **step_vat),
+            "VAT + entropy min. on the perturbed pass": new_run("default", **dict(step_vat, entmin_on="adversarial")),
+            "0.3's default recipe (VAT + pseudo-labels + stroke)": new_run("default", **RECIPE_0_3),
+            "... with the first block pooled first (pool_first)": new_run("default", pool_first=True, **RECIPE_0_3),
             "the fast preset (that, and 64 unlabelled images)": new_run("fast"),
+            "the default recipe (0.3's, with a second block at 7x7)": new_run("default"),
             "VAT (textbook reference)": new_run("default", **vat_only)}
     steps: Dict[str, Callable[[], None]] = {name: run.train_step for name, run in runs.items()}
     steps["VAT (textbook reference)"] = lambda: naive_step(runs["VAT (textbook reference)"])

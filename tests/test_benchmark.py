@@ -44,6 +44,11 @@ def test_accuracy_table_formats_mean_std_and_worst():
     assert table.endswith("\nvat: cpu, 2 cores; torch t, torchvision v; default: other, 2 cores; torch t, "
                           "torchvision v. Draw k uses data_seed=k and seed=k.")
 
+    newer = [dict(r, method="default", machine=dict(machine, isa="AVX-512")) for r in records]  # same name, newer CPU
+    table = bench.accuracy_table(records + newer, ["vat", "default"])
+    assert table.endswith("\nvat: cpu, 2 cores; torch t, torchvision v; default: cpu (AVX-512), 2 cores; torch t, "
+                          "torchvision v. Draw k uses data_seed=k and seed=k.")
+
     later = [dict(r, draw=r["draw"] + 3, train_s=300.0, steps_per_s=0.2, machine=dict(machine, cpu="other"))
              for r in records]
     table = bench.accuracy_table(records + later, ["vat"])  # one method, draws 0-2 here and 3-5 there

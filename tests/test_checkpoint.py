@@ -47,6 +47,23 @@ def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
     assert torch.equal(loaded(x), model(x))
 
 
+def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
+    model = ConvNet(width=4, final_blocks=2)
+    assert len(model.state_dict()) > len(ConvNet(width=4).state_dict())  # the extra block holds weights
+    model.train()
+    model(torch.rand(16, 1, 28, 28))
+    model.eval()
+    path = tmp_path / "m.pth"
+    _save(path, model)
+    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2}
+    loaded = load_model(path)
+    assert loaded.final_blocks == 2
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="final_blocks >= 1"):
+        ConvNet(width=4, final_blocks=0)
+
+
 def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
     """A checkpoint is loaded by parameter name, so a refactor of ConvNet must not rename them: these are the names
     best_model.pth (default order) and the fast preset's checkpoints (pool_first) were saved with."""
@@ -56,6 +73,8 @@ def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
     pooled = list(ConvNet(width=4, pool_first=True).state_dict())
     assert pooled[:3] == ["features.0.weight", "features.2.weight", "features.2.bias"]  # conv, (pool), BN
     assert "features.4.0.weight" in pooled  # the second block
+    deeper = list(ConvNet(width=4, final_blocks=2).state_dict())
+    assert deeper[:len(default) - 2] == default[:-2]  # the extra block comes after every earlier weight but the head's
 
 
 def test_saved_file_gets_umask_permissions(tmp_path):

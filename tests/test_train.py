@@ -34,7 +34,8 @@ def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_dat
 
 def test_fast_preset_trains_the_pool_first_model_and_its_checkpoint_reloads_it(tmp_path, tiny_data):
     fast = vatlib.PRESETS["fast"]
-    assert fast == {"batch_unlabelled": 64, "pool_first": True}  # the default recipe on a cheaper step, nothing else
+    # 0.3's default recipe on a cheaper step, nothing else
+    assert fast == {"batch_unlabelled": 64, "pool_first": True, "final_blocks": 1, "steps": 3000}
     result = train(tiny_config(tmp_path, pool_first=True), data=tiny_data)
     assert result.final["test_acc"] > 0.7, result.history  # chance is 0.1
     ck = load_checkpoint(result.checkpoint)
@@ -485,3 +486,17 @@ def test_the_weight_average_runs_once_per_step_for_both_of_its_terms(tmp_path, t
     run.ema.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     losses = run.losses()
     assert {"vat", "pseudo"} <= set(losses) and calls == [run.cfg.batch_unlabelled]
+
+
+def test_all_labels_reference_trains_on_every_label_but_the_validation_ones(tmp_path, tiny_data):
+    from vatlib import Run, split_train
+    split = split_train(tiny_data.train_labels, 3, 60, 0)
+    cfg = tiny_config(tmp_path, all_labels=True, vat_weight=0.0)  # the toy config is supervised-only but for VAT
+    run = Run(cfg, tiny_data, split, torch.device("cpu"))
+    drawn = set(run.labelled.tolist())
+    assert drawn == set(split.labelled.tolist()) | set(split.unlabelled.tolist())
+    assert not drawn & set(split.validation.tolist())  # validation stays held out
+    _, labels = run.labelled_batch()
+    assert len(labels) == cfg.batch_labelled
+    plain = Run(tiny_config(tmp_path, vat_weight=0.0), tiny_data, split, torch.device("cpu"))
+    assert set(plain.labelled.tolist()) == set(split.labelled.tolist())
