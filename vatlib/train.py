@@ -60,17 +60,15 @@ class TrainConfig:
     data_root: str = "data"  # holds <dataset>/raw/ in torchvision's layout
     per_class: int = 10  # labelled images per class: 100 labels for the 10 classes
     n_validation: int = 1000  # labelled hold-out for checkpoint choice only (1,000 as in the original VAT MNIST code)
-    # Reference only, not semi-supervised: the unlabelled images train with their true labels too (the labelled
-    # batch is drawn from all 59,000), so a run measures what the same model and steps reach with every label.
-    all_labels: bool = False
+    # Reference only, not semi-supervised: a run that measures what the same model and steps reach with every label.
+    all_labels: bool = False  # labelled batches drawn from every non-validation image, with its true label (a ceiling)
     data_seed: int = 0  # draws the labelled/validation split; separate from `seed` so one split can be trained many ways
     seed: int = 0  # model init, batch order, augmentation and VAT's random directions
     # model
     model: str = "convnet"  # one of vatlib.MODELS
     width: int = 16  # channels of the first conv (then 2x, 4x); 24 gained ~0.25 validation points at 1.9x the step
-    # Conv blocks in the last, 7x7 stage (ConvNet): a second one doubles the parameters (33k -> 70k) at 1.2x the step,
-    # capacity where it costs least; over draws 0-9 it and 3,500 steps beat 0.3's default (1 block, 3,000 steps).
-    final_blocks: int = 2
+    # A second block at 7x7 doubles the parameters (33k -> 70k) at 1.2x the step: capacity where it costs least.
+    final_blocks: int = 2  # conv blocks in the last, 7x7 stage (ConvNet); 0.3 and its best/fast presets have 1
     pool_first: bool = False  # the first block pools before its BatchNorm and ReLU (ConvNet): a 1.08-1.16x faster step, same parameters
     # optimisation
     steps: int = 3500  # optimiser updates; under 5 min on a 2-core AVX-512 CPU with the defaults
