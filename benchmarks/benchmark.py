@@ -77,7 +77,7 @@ THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy tabl
 
 def machine_info() -> Dict[str, str]:
     """Where a record was made. ``isa``: the widest vector instructions, because one CPU name ("AMD EPYC") covers
-    machines of different generations whose speeds differ by 3-4x."""
+    machines of different generations whose speeds differ by 2-4x."""
     cpu, flags = platform.processor() or "unknown", set()
     try:
         info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()

@@ -71,7 +71,7 @@ class TrainConfig:
     final_blocks: int = 2  # conv blocks in the last, 7x7 stage (ConvNet); 0.3 and its best/fast presets have 1
     pool_first: bool = False  # the first block pools before its BatchNorm and ReLU (ConvNet): a 1.08-1.16x faster step, same parameters
     # optimisation
-    steps: int = 3500  # optimiser updates; under 5 min on a 2-core AVX-512 CPU with the defaults
+    steps: int = 3500  # optimiser updates; 5-6 min on a 2-core AVX-512 CPU with the defaults (291-364 s)
     batch_labelled: int = 32  # drawn with replacement from the 100 labelled images, each one freshly augmented
     batch_unlabelled: int = 128  # VAT needs a large unlabelled batch to cover the data manifold quickly; 64 lost 0.3 validation points
     lr: float = 3e-3  # Adam peak learning rate, decayed to 0 by a cosine over `steps`
