@@ -67,8 +67,8 @@ METHODS: Dict[str, tuple] = {
     "fast": ("fast", {}),  # 0.3's default on a cheaper step: 64 unlabelled images per step, the first block pooled first
     "best": ("best", {}),  # the recipe best_model.pth is trained with: 0.3's default, three times longer
     # The best preset up to 0.3 (VAT + entropy minimisation, 9,000 steps, rotations and zooms): 0.2's best_model.pth.
-    "vat+ent-best": ("default", dict(VAT_ONLY, entmin_weight=1.0, steps=9000, eval_every=500, max_rotate=10.0,
-                                     max_scale=0.1, final_blocks=1)),
+    "vat+ent-best": ("default", dict(VAT_ONLY, entmin_weight=1.0, **dict(RECIPE_0_3, steps=9000), eval_every=500,
+                                     max_rotate=10.0, max_scale=0.1)),
 }
 # The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
 STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
@@ -80,9 +80,8 @@ def machine_info() -> Dict[str, str]:
     machines of different generations whose speeds differ by 2-4x."""
     cpu, flags = platform.processor() or "unknown", set()
     try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                    if ":" in line)  # the first core's entries
-        info = {k.strip(): v.strip() for k, v in info.items()}
+        first_core = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_core if ":" in line)}
         cpu, flags = info.get("model name", cpu), set(info.get("flags", "").split())
     except OSError:
         pass

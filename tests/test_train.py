@@ -492,7 +492,7 @@ def test_the_weight_average_runs_once_per_step_for_both_of_its_terms(tmp_path, t
 def test_all_labels_reference_trains_on_every_label_but_the_validation_ones(tmp_path, tiny_data):
     from vatlib import Run, split_train
     split = split_train(tiny_data.train_labels, 3, 60, 0)
-    cfg = tiny_config(tmp_path, all_labels=True, vat_weight=0.0)  # the toy config is supervised-only but for VAT
+    cfg = tiny_config(tmp_path, all_labels=True, vat_weight=0.0)  # the toy config's one unlabelled term off: supervised
     run = Run(cfg, tiny_data, split, torch.device("cpu"))
     drawn = set(run.labelled.tolist())
     assert drawn == set(split.labelled.tolist()) | set(split.unlabelled.tolist())
