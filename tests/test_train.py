@@ -381,6 +381,23 @@ def test_pseudo_term_trains_the_strong_view_towards_confident_clean_predictions(
     assert not LOSS_TERMS["pseudo"].clean_grad(run.cfg)
 
 
+def test_strong_stroke_adds_ink_to_the_strong_view_only(tmp_path, tiny_data):
+    plain, stroked = (_run(tmp_path / str(p), tiny_data, pseudo_weight=1.0, strong_stroke=p) for p in (0.0, 1.0))
+    pick = plain.unlabelled[:16]
+    for run in (plain, stroked):
+        run.gen.manual_seed(5)
+    strong_plain, _ = plain.augmented(pick, strong=True)
+    strong_stroked, _ = stroked.augmented(pick, strong=True)  # the same view (drawn first), then a stroke on each
+    assert (strong_stroked >= strong_plain).all()  # added as ink: the digit underneath stays
+    added = (strong_stroked - strong_plain).flatten(1).sum(1)
+    assert (added > 2).all()  # every image got a stroke (p=1): several pixels' worth of ink
+    for run in (plain, stroked):
+        run.gen.manual_seed(5)
+    assert torch.equal(plain.augmented(pick)[0], stroked.augmented(pick)[0])  # the weak view has no stroke
+    with pytest.raises(ValueError, match=r"strong_stroke=1.5 is invalid; allowed: 0 <= strong_stroke <= 1"):
+        tiny_config(tmp_path, strong_stroke=1.5).validate()
+
+
 def test_flexmatch_thresholds_are_low_for_classes_with_few_confident_predictions(tmp_path, tiny_data):
     run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=True, pseudo_threshold=0.9)
     memory, classes = run.confident_class, torch.arange(10)
