@@ -190,7 +190,7 @@ def test_cuda_training_steps_never_wait_for_the_device(tmp_path, tiny_data, amp)
 
     # Every term and augmentation of the default recipe and of 0.2's, so that none of them may hide a sync.
     cfg = tiny_config(tmp_path, device="cuda", out="", amp=amp, entmin_weight=1.0, max_rotate=10.0, pseudo_weight=1.0,
-                      pseudo_flex=True, strong_cutout=6, stroke_p=0.5)
+                      pseudo_flex=True, strong_cutout=6, stroke_p=0.5, strong_stroke=0.5)
     run = Run(cfg, tiny_data, split_train(tiny_data.train_labels, 3, 60, 0), torch.device("cuda"))
     run.model.train()
     run.train_step()  # first step: lazy initialisation (cuDNN, optimiser state) may synchronise
@@ -489,7 +489,7 @@ def test_a_run_saved_before_a_field_existed_resumes_as_it_ran(tmp_path, tiny_dat
         atomic_torch_save(ckpt, last)
 
     # Fields added with their old behaviour as default: missing means that default.
-    interrupted_by_an_older_version("elastic", "strong_elastic", "pseudo_teacher", "stroke_p")
+    interrupted_by_an_older_version("elastic", "strong_elastic", "pseudo_teacher", "stroke_p", "strong_stroke")
     assert BEFORE_FIELD["stroke_p"] == 0.0  # the run ran without strokes, and so does the tiny config
     assert train(tiny_config(tmp_path, steps=60), data=tiny_data, resume=True).history[-1]["step"] == 60
     # A missing stroke_p meant no stroke, whatever today's default: resuming with strokes is refused.
