@@ -112,6 +112,7 @@ class TrainConfig:
     stroke_p: float = 0.5  # probability of an extra random stroke on a labelled image (0 = off)
     # The same stroke on the pseudo-labels' strong view: the confident teacher sees the plain digit, the student
     # the stroked one, so every unlabelled 7 (not only the ten labelled ones) teaches that a crossbar keeps a 7 a 7.
+    # At 0.5, over draws 0-9: level with the default on validation (99.03 against 99.00 % mean best), so off.
     strong_stroke: float = 0.0  # probability of an extra random stroke on a strong view (0 = off)
     rampup_steps: int = 0  # unsupervised weights ramp up linearly over these steps (0 = full weight from step 1)
     max_shift: int = 2  # random translation of every image by up to this many pixels (0 = no augmentation)
