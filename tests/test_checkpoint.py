@@ -64,6 +64,29 @@ def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
         ConvNet(width=4, final_blocks=0)
 
 
+def test_ensemble_averages_its_members_probabilities_and_round_trips(tmp_path):
+    from vatlib import Ensemble
+
+    members = [ConvNet(width=4), ConvNet(width=4, final_blocks=2)]
+    for m in members:
+        m.eval()
+    ensemble = Ensemble(members).eval()
+    x = torch.rand(8, 1, 28, 28)
+    mean_p = torch.stack([m(x).softmax(dim=1) for m in members]).mean(dim=0)
+    assert torch.allclose(ensemble(x).softmax(dim=1), mean_p, atol=1e-6)
+    assert torch.allclose(ensemble(x).exp().sum(dim=1), torch.ones(8), atol=1e-6)  # log-probabilities
+    path = tmp_path / "e.pth"
+    _save(path, ensemble)
+    spec = load_checkpoint(path)["model"]
+    assert spec["name"] == "ensemble" and [m["width"] for m in spec["members"]] == [4, 4]
+    assert spec["members"][1]["final_blocks"] == 2
+    assert torch.equal(load_model(path)(x), ensemble(x))
+    with pytest.raises(ValueError, match="expected images scaled to"):  # inputs checked as a single model's are
+        ensemble(x * 255)
+    with pytest.raises(ValueError, match="must share num_classes"):
+        Ensemble([ConvNet(width=4), ConvNet(num_classes=3, width=4)])
+
+
 def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
     """A checkpoint is loaded by parameter name, so a refactor of ConvNet must not rename them: these are the names
     best_model.pth (default order) and the fast preset's checkpoints (pool_first) were saved with."""

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, tiny_config
 import vatlib
 from vatlib import TrainConfig, evaluate, load_checkpoint, load_model, train
-from vatlib.__main__ import main
+from vatlib.__main__ import _describe, main
 
 
 def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_data):
@@ -75,7 +75,7 @@ def test_same_seeds_same_run_and_data_seed_moves_the_split(tmp_path, tiny_data):
     ("eps", 0.0, "> 0"), ("xi", -1e-3, "> 0"), ("n_power", 0, "integer >= 1"), ("steps", 0, "integer >= 1"),
     ("dataset", "CIFAR10", "one of"), ("device", "tpu", "allowed"), ("ema_decay", 1.0, "ema_decay < 1"),
     ("vat_weight", -1.0, ">= 0"), ("max_shift", 20, "0..13"), ("elastic", -0.5, "0..7 pixels"),
-    ("strong_elastic", 8.0, "0..7 pixels"),
+    ("strong_elastic", 8.0, "0..7 pixels"), ("members", 0, "integer >= 1"),
 ])
 def test_invalid_config_names_field_value_and_range(field, value, allowed):
     with pytest.raises(ValueError) as e:
@@ -518,3 +518,58 @@ def test_all_labels_reference_trains_on_every_label_but_the_validation_ones(tmp_
     assert len(labels) == cfg.batch_labelled
     plain = Run(tiny_config(tmp_path, vat_weight=0.0), tiny_data, split, torch.device("cpu"))
     assert set(plain.labelled.tolist()) == set(split.labelled.tolist())
+
+
+def test_members_train_on_the_same_labels_and_their_average_is_kept(tmp_path, tiny_data):
+    cfg = tiny_config(tmp_path, steps=40, members=2)
+    result = train(cfg, data=tiny_data)
+    out = tmp_path / "run"
+    members = [load_checkpoint(out / f"member-{k}" / "best.pth") for k in range(2)]
+    assert [m["config"]["seed"] for m in members] == [0, 1000] and all(m["config"]["members"] == 1 for m in members)
+    assert torch.equal(members[0]["labelled_indices"], members[1]["labelled_indices"])
+    ck = load_checkpoint(result.checkpoint)
+    assert result.checkpoint == out / "best.pth" and ck["model"]["name"] == "ensemble"
+    assert [m["seed"] for m in ck["members"]] == [0, 1000] and ck["config"] == cfg.to_dict()
+    assert [m["val_acc"] for m in ck["members"]] == [m["val_acc"] for m in members]  # each chosen on validation
+    # The kept average is that of the members' chosen checkpoints, and scores what it recorded.
+    val = tiny_data.train_images[ck["validation_indices"]], tiny_data.train_labels[ck["validation_indices"]]
+    average = vatlib.Ensemble([load_model(out / f"member-{k}" / "best.pth") for k in range(2)])
+    assert evaluate(average, *val) == evaluate(load_model(result.checkpoint), *val) == result.best["val_acc"]
+    assert evaluate(load_model(result.checkpoint), tiny_data.test_images, tiny_data.test_labels) == result.best["test_acc"]
+    assert len(result.history) == 1 and result.history[0]["time_s"] == pytest.approx(
+        sum(m["history"][-1]["time_s"] for m in ck["members"]), abs=0.02)
+    assert result.final["val_acc"] == evaluate(
+        vatlib.Ensemble([load_model(out / f"member-{k}" / "last.pth") for k in range(2)]), *val)
+    assert _describe(ck["model"]) == "ensemble of 2 convnet (width 8)"  # how `vatlib evaluate` names it
+
+
+def test_an_interrupted_ensemble_resumes_member_by_member_to_the_same_average(tmp_path, tiny_data):
+    whole = train(tiny_config(tmp_path, steps=40, members=2, out=str(tmp_path / "whole")), data=tiny_data)
+
+    def stop_second_member(run):
+        if run.cfg.seed == 1000 and run.step == 20:
+            run.request_stop()
+
+    cut = tiny_config(tmp_path, steps=40, members=2, out=str(tmp_path / "cut"))
+    with pytest.raises(vatlib.TrainingInterrupted, match="interrupted at step 20 of 40"):
+        train(cut, data=tiny_data, on_eval=stop_second_member)
+    assert not (tmp_path / "cut" / "best.pth").exists()  # no average until every member is trained
+    with pytest.raises(vatlib.RunExistsError, match="already holds a run"):
+        train(cut, data=tiny_data)  # nothing is started over without being asked
+    starts = []
+    resumed = train(cut, data=tiny_data, resume=True, on_start=lambda run: starts.append((run.cfg.seed, run.step)))
+    assert starts == [(0, 40), (1000, 20)]  # the finished member is only read back
+    assert resumed.best == whole.best and resumed.final == whole.final
+    assert torch.equal(load_model(resumed.checkpoint).members[1].head.weight,
+                       load_model(whole.checkpoint).members[1].head.weight)
+
+
+def test_an_ensemble_checks_every_folder_before_it_writes(tmp_path, tiny_data):
+    with pytest.raises(ValueError, match="members=2 needs TrainConfig.out"):
+        train(tiny_config(tmp_path, members=2, out=""), data=tiny_data)
+    with pytest.raises(ValueError, match="pass resume=True"):
+        train(tiny_config(tmp_path, members=2), data=tiny_data, resume=str(tmp_path / "run" / "last.pth"))
+    train(tiny_config(tmp_path, steps=20, out=str(tmp_path / "run" / "member-1")), data=tiny_data)  # someone's run
+    with pytest.raises(vatlib.RunExistsError, match="member-1 already holds a run"):
+        train(tiny_config(tmp_path, steps=20, members=2), data=tiny_data)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["member-1"]  # nothing written, member 0 included

@@ -21,7 +21,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import DataError, load_dataset
-from .train import PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
+from .train import MEMBER_SEED_STRIDE, PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
 from .tune import __doc__ as TUNE_DOC
 from .tune import tune, tune_table
 
@@ -66,9 +66,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = preset_config(args.preset, **given)
 
     def banner(run: Run) -> None:
-        print(f"vatlib train{' (resuming at step ' + str(run.step + 1) + ')' if args.resume else ''}: {cfg.dataset}, "
+        member = (f" member {(run.cfg.seed - cfg.seed) // MEMBER_SEED_STRIDE + 1} of {cfg.members} (seed {run.cfg.seed})"
+                  if cfg.members > 1 else "")
+        print(f"vatlib train{member}{' (resuming at step ' + str(run.step + 1) + ')' if run.step else ''}: {cfg.dataset}, "
               f"{cfg.per_class} labels/class, {'VAT' if run.terms else 'supervised-only'} on {run.device}, "
-              f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {cfg.out}\n  data: {run.data.source}", flush=True)
+              f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {run.cfg.out}\n  data: {run.data.source}", flush=True)
 
     t0 = time.perf_counter()
     try:
@@ -123,6 +125,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(spec: dict) -> str:
+    """A checkpoint's model spec in words: "convnet (width 16)", "ensemble of 3 convnet (width 16)"."""
+    if spec["name"] == "ensemble":
+        return f"ensemble of {len(spec['members'])} {_describe(spec['members'][0])}"
+    return f"{spec['name']} (width {spec.get('width')})"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.path)
     if ckpt.get("data", {}).get("source") == "arrays":
@@ -134,12 +143,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_dataset(dataset, args.data_root)
     labels = data.test_labels
     n_classes = int(labels.max()) + 1
-    if ckpt["model"].get("num_classes") != n_classes:
-        raise CheckpointError(f"{args.path}: the model predicts {ckpt['model'].get('num_classes')} classes but "
-                              f"{dataset} has {n_classes}")
+    if model.num_classes != n_classes:
+        raise CheckpointError(f"{args.path}: the model predicts {model.num_classes} classes but {dataset} has {n_classes}")
     preds = predict(model, data.test_images)
     correct = preds == labels
-    print(f"{args.path}: {ckpt['model']['name']} (width {ckpt['model'].get('width')}), step {ckpt['step']}, "
+    print(f"{args.path}: {_describe(ckpt['model'])}, step {ckpt['step']}, "
           f"{len(ckpt['labelled_indices'])} labelled images, seed {ckpt['config'].get('seed')}, "
           f"data seed {ckpt['config'].get('data_seed')}")
     print(f"recorded at save time: val acc {ckpt['val_acc']:.2%}, test acc {ckpt['test_acc']:.2%}")

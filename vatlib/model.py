@@ -7,12 +7,14 @@ dataset statistics and VAT's eps is measured in plain pixel units.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import math
+from typing import Any, Dict, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNet", "build_model", "MODELS"]
+__all__ = ["ConvNet", "Ensemble", "build_model", "MODELS"]
 
 # Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
 # a fixed affine map, so it changes nothing but the conditioning of the first layer.
@@ -106,18 +108,64 @@ class ConvNet(nn.Module):
         return self.head(self.embed(x))
 
 
-MODELS = {"convnet": ConvNet}
+class Ensemble(nn.Module):
+    """Several trained models as one: the mean of their class probabilities.
+
+    ``forward`` returns log(mean softmax), so ``argmax``, ``softmax`` and ``cross_entropy`` treat it as one
+    model's logits (and a VAT perturbation of the ensemble is the usual one). ``members``: models, or the
+    ``model_spec`` dicts to build them from (how a checkpoint rebuilds one). The members must agree on the
+    number of classes; the inputs are checked once, by the first member's rules.
+    """
+
+    def __init__(self, members: Sequence[Union[nn.Module, Dict[str, Any]]]) -> None:
+        super().__init__()
+        built = [m if isinstance(m, nn.Module) else build_model(**dict(m)) for m in members]
+        if not built:
+            raise ValueError("Ensemble needs at least one member")
+        classes = {getattr(m, "num_classes", None) for m in built}
+        if len(classes) != 1 or None in classes:
+            raise ValueError(f"Ensemble members must share num_classes, got {sorted(map(str, classes))}")
+        self.members = nn.ModuleList(built)
+        self.num_classes = classes.pop()
+        self.check_inputs = True
+
+    @property
+    def check_inputs(self) -> bool:
+        return self._check_inputs
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:  # checked once here, not again by every member
+        self._check_inputs = bool(value)
+        for m in self.members:
+            m.check_inputs = False
+
+    def check_input(self, x: torch.Tensor) -> None:
+        self.members[0].check_input(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_inputs:
+            self.check_input(x)
+        log_p = torch.stack([F.log_softmax(m(x).float(), dim=1) for m in self.members])  # (members, N, C)
+        return torch.logsumexp(log_p, dim=0) - math.log(len(self.members))
+
+
+MODELS = {"convnet": ConvNet}  # what TrainConfig.model trains; an Ensemble is built from trained ones
 
 
 def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:
-    """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=32)``."""
+    """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=32)``, or
+    ``build_model("ensemble", members=[spec, spec])`` from ``model_spec`` dicts."""
+    if name == "ensemble":
+        return Ensemble(**kwargs)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)} or 'ensemble'")
     return MODELS[name](**kwargs)
 
 
 def model_spec(model: nn.Module) -> Dict[str, Any]:
     """The plain-typed description that ``build_model(**spec)`` turns back into the same architecture."""
+    if type(model) is Ensemble:
+        return {"name": "ensemble", "members": [model_spec(m) for m in model.members]}
     for name, cls in MODELS.items():
         if type(model) is cls:
             spec = {"name": name, "num_classes": model.num_classes, "width": model.width}

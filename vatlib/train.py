@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, SaveError, cpu_state_dict, load_checkpoint, save_checkpoint, write_json
+from .checkpoint import (CheckpointError, SaveError, cpu_state_dict, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                         write_json)
 from .data import (DATASETS, ImageData, Split, load_dataset, random_affine, random_erase, random_stroke, random_translate,
                    split_train, to_float)
-from .model import MODELS, build_model
+from .model import MODELS, Ensemble, build_model
 from .vat import DEFAULT_XI, balance_loss, entropy_loss, lds_and_logits
 
 __all__ = ["LOSS_TERMS", "PRESETS", "Run", "RunExistsError", "TrainConfig", "TrainResult", "TrainingInterrupted",
@@ -70,6 +71,10 @@ class TrainConfig:
     # A second block at 7x7 doubles the parameters (33k -> 70k) at 1.2x the step: capacity where it costs least.
     final_blocks: int = 2  # conv blocks in the last, 7x7 stage (ConvNet); 0.3 and its best/fast presets have 1
     pool_first: bool = False  # the first block pools before its BatchNorm and ReLU (ConvNet): a 1.08-1.16x faster step, same parameters
+    # Several runs as one model: members trained on the same labelled images with seeds seed, seed + 1000, ...,
+    # each chosen on validation as a single run is, then their class probabilities averaged (vatlib.Ensemble).
+    # Runs that differ only in their randomness make partly different mistakes, and the average keeps the agreement.
+    members: int = 1  # models trained and averaged (1 = one model); member k trains in <out>/member-<k>/
     # optimisation
     steps: int = 3500  # optimiser updates; 5-6 min on a 2-core AVX-512 CPU with the defaults (291-364 s)
     batch_labelled: int = 32  # drawn with replacement from the 100 labelled images, each one freshly augmented
@@ -143,7 +148,7 @@ class TrainConfig:
         need(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}")
         need(self.model in MODELS, "model", f"one of {sorted(MODELS)}")
         for field in ("per_class", "steps", "batch_labelled", "batch_unlabelled", "eval_every", "width", "n_power",
-                      "final_blocks"):
+                      "final_blocks", "members"):
             need(int(getattr(self, field)) == getattr(self, field) and getattr(self, field) >= 1, field, "an integer >= 1")
         for field in ("n_validation", "rampup_steps", "max_shift", "num_threads", "balance_steps", "cutout", "strong_shift",
                       "strong_cutout"):
@@ -841,6 +846,9 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     """
     cfg = config or TrainConfig()
     device = cfg.validate()
+    if cfg.members > 1:
+        return _train_ensemble(cfg, data, resume=resume, overwrite=overwrite, on_start=on_start, on_step=on_step,
+                               on_eval=on_eval)
     replaced = _check_out(cfg, resume, overwrite)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -885,6 +893,65 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     last = run.history[-1]
     final = {"step": last["step"], "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
     return TrainResult(model, run.history, run.best, final, run.out / "best.pth" if "best.pth" in run.saved else None)
+
+
+MEMBER_SEED_STRIDE = 1000  # member k trains with seed + 1000 k: below 1,000 draws, no member repeats another draw's seed
+
+
+def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    """The single run that is member ``k`` of the ensemble ``cfg`` describes (``TrainConfig.members``)."""
+    return dataclasses.replace(cfg, members=1, seed=cfg.seed + MEMBER_SEED_STRIDE * k,
+                               out=str(Path(cfg.out) / f"member-{k}"))
+
+
+def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], *, resume: Union[bool, str, Path], overwrite: bool,
+                    **callbacks: Optional[Callback]) -> TrainResult:
+    """Train ``cfg.members`` single runs (``member_config``), then save their average as ``<out>/best.pth``.
+
+    Each member is a complete run in its own folder, resumable and never overwritten unless asked, like any
+    other; every folder is checked before anything is written. The ensemble of the members' checkpoints chosen
+    on validation is the one kept; the ensemble of their last steps is its "final" figure. Its history has one
+    row, at the end: an average exists only once every member is trained.
+    """
+    if not cfg.out:
+        raise ValueError(f"TrainConfig.members={cfg.members} needs TrainConfig.out: each member's checkpoint chosen on "
+                         f"validation is read back from <out>/member-<k>/best.pth (got out='')")
+    if not isinstance(resume, bool):
+        raise ValueError(f"resume={str(resume)!r}: an ensemble (members={cfg.members}) resumes each member from its own "
+                         f"folder; pass resume=True (--resume)")
+    out, members = Path(cfg.out), [member_config(cfg, k) for k in range(cfg.members)]
+    # A member with a saved state continues; one without (never evaluated, so nothing to lose) starts again.
+    resumed = [resume and (Path(m.out) / "last.pth").is_file() for m in members]
+    replaced = _check_out(cfg, resume, overwrite)
+    for m, r in zip(members, resumed):
+        _check_out(m, r, overwrite or resume)
+    for path in replaced:
+        path.unlink()
+    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
+    write_json(out / "config.json", cfg.to_dict())
+    runs = [train(m, data, resume=r, overwrite=overwrite or resume, **callbacks) for m, r in zip(members, resumed)]
+
+    device = resolve_device(cfg.device)
+    split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
+    val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
+    scores = {}
+    for kind, file in (("best", "best.pth"), ("final", "last.pth")):
+        ckpts = [load_checkpoint(Path(m.out) / file) for m in members]
+        model = Ensemble([model_from_checkpoint(c, Path(m.out) / file) for c, m in zip(ckpts, members)]).to(device)
+        test_acc = (evaluate(model, data.test_images, data.test_labels) if cfg.report_test else float("nan"))
+        scores[kind] = (model, ckpts, {"step": cfg.steps, "val_acc": evaluate(model, val_images, val_labels),
+                                       "test_acc": test_acc})
+    model, ckpts, best = scores["best"]
+    history = [{"step": cfg.steps, "time_s": round(sum(r.history[-1]["time_s"] for r in runs), 2),
+                "val_acc": best["val_acc"], "test_acc": best["test_acc"]}]
+    about = [{"seed": m.seed, "step": c["step"], "val_acc": c["val_acc"], "test_acc": c["test_acc"], "history": r.history}
+             for m, c, r in zip(members, ckpts, runs)]
+    save_checkpoint(out / "best.pth", model, config=cfg.to_dict(), labelled_indices=split.labelled, step=cfg.steps,
+                    val_acc=best["val_acc"], test_acc=best["test_acc"], validation_indices=split.validation,
+                    data=ckpts[0].get("data"), history=history, members=about)
+    write_json(out / "history.json", history)
+    model.check_inputs = True
+    return TrainResult(model.cpu().eval(), history, best, scores["final"][2], out / "best.pth")
 
 
 def _progress_bar(run: Run) -> Any:
