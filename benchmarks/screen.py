@@ -62,10 +62,14 @@ def main(argv=None) -> None:
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
                 result = vatlib.train(cfg, overwrite=True)
-                _append(results, {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": _key(cfg),
-                                  "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
-                                  "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
-                                  "machine": machine_info()})
+                record = {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": _key(cfg),
+                          "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
+                          "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
+                          "machine": machine_info()}
+                if cfg.members > 1:  # an ensemble: each member's own choice on validation, beside their average's
+                    record["members"] = [{k: m[k] for k in ("seed", "step", "val_acc")}
+                                         for m in vatlib.load_checkpoint(result.checkpoint)["members"]]
+                _append(results, record)
                 print(f"    best validation {result.best['val_acc']:.2%} at step {result.best['step']}, "
                       f"final {result.final['val_acc']:.2%}", flush=True)
     print(screen_table(_load(results)))
