@@ -21,7 +21,8 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import DataError, load_dataset
-from .train import MEMBER_SEED_STRIDE, PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config, resolve_device, train
+from .train import (MEMBER_SEED_STRIDE, PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config,
+                    resolve_device, train)
 from .tune import __doc__ as TUNE_DOC
 from .tune import tune, tune_table
 

@@ -952,7 +952,7 @@ def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], *, resume: Unio
                     data=ckpts[0].get("data"), history=history, members=about)
     write_json(out / "history.json", history)
     model.check_inputs = True
-    return TrainResult(model.cpu().eval(), history, best, scores["final"][2], out / "best.pth")
+    return TrainResult(model.eval(), history, best, scores["final"][2], out / "best.pth")  # on cfg.device, as a run's
 
 
 def _progress_bar(run: Run) -> Any:
