@@ -848,8 +848,8 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
     cfg = config or TrainConfig()
     device = cfg.validate()
     if cfg.members > 1:
-        return _train_ensemble(cfg, data, resume=resume, overwrite=overwrite, on_start=on_start, on_step=on_step,
-                               on_eval=on_eval)
+        return _train_ensemble(cfg, data, device, resume=resume, overwrite=overwrite, on_start=on_start,
+                               on_step=on_step, on_eval=on_eval)
     replaced = _check_out(cfg, resume, overwrite)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -905,8 +905,8 @@ def member_config(cfg: TrainConfig, k: int) -> TrainConfig:
                                out=str(Path(cfg.out) / f"member-{k}"))
 
 
-def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], *, resume: Union[bool, str, Path], overwrite: bool,
-                    **callbacks: Optional[Callback]) -> TrainResult:
+def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], device: torch.device, *, resume: Union[bool, str, Path],
+                    overwrite: bool, **callbacks: Optional[Callback]) -> TrainResult:
     """Train ``cfg.members`` single runs (``member_config``), then save their average as ``<out>/best.pth``.
 
     Each member is a complete run in its own folder, resumable and never overwritten unless asked, like any
@@ -932,7 +932,6 @@ def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], *, resume: Unio
     write_json(out / "config.json", cfg.to_dict())
     runs = [train(m, data, resume=r, overwrite=overwrite or resume, **callbacks) for m, r in zip(members, resumed)]
 
-    device = resolve_device(cfg.device)
     split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
     val_images, val_labels = data.train_images[split.validation], data.train_labels[split.validation]
     scores = {}
@@ -951,7 +950,6 @@ def _train_ensemble(cfg: TrainConfig, data: Optional[ImageData], *, resume: Unio
                     val_acc=best["val_acc"], test_acc=best["test_acc"], validation_indices=split.validation,
                     data=ckpts[0].get("data"), history=history, members=about)
     write_json(out / "history.json", history)
-    model.check_inputs = True
     return TrainResult(model.eval(), history, best, scores["final"][2], out / "best.pth")  # on cfg.device, as a run's
 
 
