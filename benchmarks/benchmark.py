@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py accuracy [--methods supervised,vat,default,best] [--draws 5]
     python benchmarks/benchmark.py step [--repeats 30]
     python benchmarks/benchmark.py loop --baseline REV [--steps 3000] [--repeats 1]
+    python benchmarks/benchmark.py results [--check]     # benchmarks/RESULTS.md from benchmarks/results/*.json
 
 `accuracy` trains every method on every labelled draw (draw k uses data_seed=k and seed=k, so both
 the 100 labelled images and the training randomness change) and prints two markdown tables: the
@@ -29,10 +30,9 @@ alternately, and prints their steps per second and whether their histories agree
 from __future__ import annotations
 
 import argparse
-import fcntl
+import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,19 +44,23 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+import vatlib
+from vatlib.config import RECIPE_0_3
+from vatlib.records import append as _append
+from vatlib.records import key as _key
+from vatlib.records import load as _load
+from vatlib.records import machine_info, same_config, screen_table
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import vatlib  # noqa: E402
-from vatlib.train import RECIPE_0_3, completed_config  # noqa: E402
+RESULTS = REPO / "benchmarks" / "results"
 
 # Each method is a preset plus overrides; "default" is `python -m vatlib train`, "best" is `--preset best`.
 # The rows of the ablation add one ingredient each: supervised, vat, vat+ent, vat+pseudo, default-0.3, default.
 # Every row up to default-0.3 keeps 0.3's model and length (RECIPE_0_3: one conv block at 7x7, 3,000 steps).
-VAT_ONLY = dict(entmin_weight=0.0, balance_weight=0.0, pseudo_weight=0.0, stroke_p=0.0)
 METHODS: Dict[str, tuple] = {
     "supervised": ("supervised", RECIPE_0_3),  # same labels, model, shifts, optimiser and steps
-    "vat": ("default", dict(VAT_ONLY, **RECIPE_0_3)),  # VAT alone
-    "vat+ent": ("default", dict(VAT_ONLY, entmin_weight=1.0, **RECIPE_0_3)),  # + entropy minimisation: 0.2's default
+    "vat": ("vat", RECIPE_0_3),  # VAT alone
+    "vat+ent": ("vat", dict(entmin_weight=1.0, **RECIPE_0_3)),  # + entropy minimisation: 0.2's default
     "vat+pseudo": ("default", dict(stroke_p=0.0, **RECIPE_0_3)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
     "default-0.3": ("default", RECIPE_0_3),  # + a random stroke on the labelled images: 0.3's default
     "default": ("default", {}),  # + a second conv block at 7x7 and 3,500 steps
@@ -67,47 +71,10 @@ METHODS: Dict[str, tuple] = {
     "fast": ("fast", {}),  # 0.3's default on a cheaper step: 64 unlabelled images per step, the first block pooled first
     "best": ("best", {}),  # the recipe best_model.pth is trained with: 0.3's default, three times longer
     # The best preset up to 0.3 (VAT + entropy minimisation, 9,000 steps, rotations and zooms): 0.2's best_model.pth.
-    "vat+ent-best": ("default", dict(VAT_ONLY, entmin_weight=1.0, **dict(RECIPE_0_3, steps=9000), eval_every=500,
-                                     max_rotate=10.0, max_scale=0.1)),
+    "vat+ent-best": ("vat", dict(entmin_weight=1.0, **dict(RECIPE_0_3, steps=9000), eval_every=500,
+                                 max_rotate=10.0, max_scale=0.1)),
 }
-# The step benchmark's VAT rows: VAT and entropy minimisation alone, whatever else the default recipe adds.
-STEP_VAT = dict(VAT_ONLY, entmin_weight=1.0, entmin_on="clean", cutout=0, balanced_labelled=False)
 THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy table (MNIST's; --thresholds for others)
-
-
-def machine_info() -> Dict[str, str]:
-    """Where a record was made. ``isa``: the widest vector instructions, because one CPU name ("AMD EPYC") covers
-    machines of different generations whose speeds differ by 2-4x."""
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        first_core = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_core if ":" in line)}
-        cpu, flags = info.get("model name", cpu), set(info.get("flags", "").split())
-    except OSError:
-        pass
-    isa = ("AVX-512" + (" with bf16" if "avx512_bf16" in flags else "") if "avx512f" in flags
-           else "AVX2" if "avx2" in flags else "")
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-            **({"isa": isa} if isa else {}), **vatlib.checkpoint.library_versions()}
-
-
-def _load(path: Path) -> List[Dict]:
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def _append(path: Path, record: Dict) -> List[Dict]:
-    """Add ``record`` to the results file as it is on disk now, under a lock, and return the records.
-
-    Reading the file afresh (not rewriting a copy held in memory) lets two benchmark processes share one
-    results file, e.g. two draws trained side by side with ``--threads 1``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        records = _load(path)
-        records.append(record)
-        vatlib.write_json(path, records)
-    return records
 
 
 def _timed(rows: List[Dict]) -> Tuple[List[Dict], List[Dict]]:
@@ -118,21 +85,11 @@ def _timed(rows: List[Dict]) -> Tuple[List[Dict], List[Dict]]:
 
 
 def parse_draws(text: str) -> List[int]:
-    """--draws "10" -> draws 0-9; "8-9" -> 8 and 9; "2,5" -> 2 and 5."""
+    """--draws, as everywhere in the project (vatlib.parse_draws): "10" -> 0-9, "8-9" -> 8 and 9, "2,5" -> 2 and 5."""
     try:
-        if "," in text:
-            draws = [int(d) for d in text.split(",")]
-        elif "-" in text:
-            first, last = (int(d) for d in text.split("-"))
-            draws = list(range(first, last + 1))
-        else:
-            draws = list(range(int(text)))
-    except ValueError:
-        draws = []
-    if not draws or min(draws) < 0:
-        raise argparse.ArgumentTypeError(f"--draws {text!r}: allowed: a count N (draws 0..N-1), a range A-B or a "
-                                         "list A,B,...; draws are integers >= 0")
-    return draws
+        return vatlib.parse_draws(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_set(text: str) -> Dict[str, object]:
@@ -166,21 +123,9 @@ def method_config(name: str, draw: int, args: argparse.Namespace) -> vatlib.Trai
         raise SystemExit(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     preset, overrides = METHODS[method]
     overrides = {**overrides, **parse_set(extra.rstrip(")").replace(", ", ","))}
-    return vatlib.preset_config(preset, **overrides, data_seed=draw, seed=draw, dataset=args.dataset,
-                                data_root=args.data_root, device=args.device, progress=False,
-                                out=str(Path(args.runs) / f"{args.dataset}-{name.replace(' ', '')}-draw{draw}"))
-
-
-def _key(cfg: vatlib.TrainConfig) -> Dict:
-    """What identifies a run in the results file: its config, less where it was written and the progress bar."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress")}
-
-
-def same_config(recorded: Dict, cfg: vatlib.TrainConfig) -> bool:
-    """Whether a recorded config is ``cfg``'s. A field added to TrainConfig after the record was made counts as
-    what runs did before the field existed (vatlib's ``completed_config``), so older records still match."""
-    full = completed_config(recorded)
-    return all(full[k] == v for k, v in _key(cfg).items())
+    cfg = vatlib.preset_config(preset, **overrides, dataset=args.dataset, data_root=args.data_root, device=args.device,
+                               progress=False, out=str(Path(args.runs) / f"{args.dataset}-{name.replace(' ', '')}-draw{draw}"))
+    return vatlib.draw_config(cfg, draw)
 
 
 def recorded(records: List[Dict], name: str, cfg: vatlib.TrainConfig) -> bool:
@@ -407,16 +352,13 @@ def run_step(args: argparse.Namespace) -> None:
         loss.backward()
         run.opt.step()
 
-    step_vat = dict(STEP_VAT, **RECIPE_0_3)  # every row but the default's: 0.3's model
-    vat_only = dict(step_vat, entmin_weight=0.0)
-    runs = {"supervised": new_run("supervised", **RECIPE_0_3), "VAT (vatlib)": new_run("default", **vat_only),
-            "VAT + entropy min. on the clean pass (0.2's default)": new_run("default", **step_vat),
-            "VAT + entropy min. on the perturbed pass": new_run("default", **dict(step_vat, entmin_on="adversarial")),
+    runs = {"supervised": new_run("supervised", **RECIPE_0_3), "VAT (vatlib)": new_run("vat", **RECIPE_0_3),
+            "VAT + entropy min. (0.2's default)": new_run("vat", entmin_weight=1.0, **RECIPE_0_3),
             "0.3's default recipe (VAT + pseudo-labels + stroke)": new_run("default", **RECIPE_0_3),
             "... with the first block pooled first (pool_first)": new_run("default", pool_first=True, **RECIPE_0_3),
             "the fast preset (that, and 64 unlabelled images)": new_run("fast"),
             "the default recipe (0.3's, with a second block at 7x7)": new_run("default"),
-            "VAT (textbook reference)": new_run("default", **vat_only)}
+            "VAT (textbook reference)": new_run("vat", **RECIPE_0_3)}
     steps: Dict[str, Callable[[], None]] = {name: run.train_step for name, run in runs.items()}
     steps["VAT (textbook reference)"] = lambda: naive_step(runs["VAT (textbook reference)"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -429,15 +371,23 @@ def run_step(args: argparse.Namespace) -> None:
             sync()
             if rep >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
-    med = {k: 1000 * statistics.median(v) for k, v in times.items()}
     cfg = runs["supervised"].cfg
-    print(f"one training step (32 labelled + 128 unlabelled images unless said, {cfg.model} width {cfg.width}) on {device}, "
-          f"median of {args.repeats}, {torch.get_num_threads()} threads\n")
-    print("| step | ms | × supervised | × textbook VAT |\n|---|---|---|---|")
+    record = {"median_ms": {k: round(1000 * statistics.median(v), 2) for k, v in times.items()},
+              "repeats": args.repeats, "device": str(device), "width": cfg.width, "machine": machine_info(),
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    _append(Path(args.results), record)
+    print(step_table(record))
+
+
+def step_table(record: Dict) -> str:
+    med, m = record["median_ms"], record["machine"]
+    where = m["cuda"] if record["device"].startswith("cuda") else f"{m['cpu']} ({m.get('isa', '?')})"
+    lines = [f"One training step (32 labelled + 128 unlabelled images unless said), median of {record['repeats']}, "
+             f"{where}, {m['threads']} threads, torch {m['torch']}, {record['date']}\n",
+             "| step | ms | × supervised | × textbook VAT |", "|---|---|---|---|"]
     for name, ms in med.items():
-        print(f"| {name} | {ms:.1f} | {ms / med['supervised']:.2f} | {ms / med['VAT (textbook reference)']:.2f} |")
-    m = machine_info()
-    print(f"\n{m['cpu'] if device.type == 'cpu' else m['cuda']}, {m['cores']} cores; torch {m['torch']}")
+        lines.append(f"| {name} | {ms:.1f} | {ms / med['supervised']:.2f} | {ms / med['VAT (textbook reference)']:.2f} |")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the training loop, before vs after
@@ -489,7 +439,59 @@ def loop_table(record: Dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def results_md() -> str:
+    """benchmarks/RESULTS.md: every table, generated from the results files (never edited by hand)."""
+    ns = argparse.Namespace(dataset="MNIST", data_root="data", device="auto", runs="runs/bench", thresholds=None)
+    out = ["# Results", "",
+           "Generated by `python benchmarks/benchmark.py results` from `benchmarks/results/*.json`; do not edit. "
+           "Test accuracy is reported only: every checkpoint was chosen on validation (1,000 held-out labelled "
+           "images). The experiment log, with what each row answered, is `docs/EXPERIMENTS.md`.", ""]
+
+    def accuracy_section(title: str, path: Path, args: argparse.Namespace) -> None:
+        records = _load(path)
+        names = list(dict.fromkeys(r["method"] for r in records))
+        current = sorted((n for n in names if _current_name(n)), key=lambda n: list(METHODS).index(n.partition(" (")[0]))
+        removed = [n for n in names if n not in current]
+        out.extend([f"## {title}", "", f"`{path.relative_to(REPO)}`", "", tables(records, current, args), ""])
+        if removed:
+            out.extend([f"Rows of options removed in 1.0, as recorded (`git checkout 75ffb15` reruns them):", "",
+                        accuracy_table(records, removed, None), ""])
+
+    accuracy_section("Accuracy over labelled draws: MNIST", RESULTS / "accuracy.json", ns)
+    fashion = argparse.Namespace(**{**vars(ns), "dataset": "FashionMNIST", "thresholds": [0.72, 0.75]})
+    accuracy_section("Accuracy over labelled draws: Fashion-MNIST", RESULTS / "fashion-mnist.json", fashion)
+    for path in sorted(RESULTS.glob("tune-*.json")):
+        runs = _load(path)
+        out.extend([f"## Tune: {path.stem[5:]}", "", f"`{path.relative_to(REPO)}` (validation only)", "",
+                    vatlib.tune_table(tune_records(runs)), ""])
+    if (RESULTS / "step.json").exists():
+        out.extend(["## One training step", "", step_table(_load(RESULTS / "step.json")[-1]), ""])
+    for record in _load(RESULTS / "loop.json"):
+        out.extend([f"## Training loop against {record['baseline']}", "", loop_table(record), ""])
+    out.extend(["## Screens (validation only)", "", screen_table(_load(RESULTS / "screen.json")), ""])
+    return "\n".join(out)
+
+
+def tune_records(runs: List[Dict]) -> List[Dict]:
+    """``vatlib.tune``'s records (mean validation accuracy per combination, best first) from its raw runs."""
+    combos: Dict[str, List[Dict]] = {}
+    for r in sorted(runs, key=lambda r: r["draw"]):
+        combos.setdefault(json.dumps(r["params"], sort_keys=True), []).append(r)
+    records = [{"params": rs[0]["params"], "val_acc": statistics.mean(r["val_acc"] for r in rs),
+                "val_accs": [r["val_acc"] for r in rs], "final_val_accs": [r["final_val_acc"] for r in rs]}
+               for rs in combos.values()]
+    return sorted(records, key=lambda r: -r["val_acc"])
+
+
+def _current_name(name: str) -> bool:
+    """Whether a recorded method name is one this version can still train (its method and --set fields exist)."""
+    method, _, extra = name.partition(" (")
+    fields = {f.name for f in dataclasses.fields(vatlib.TrainConfig)}
+    given = [item.partition("=")[0] for item in extra.rstrip(")").split(", ") if item]
+    return method in METHODS and all(f in fields for f in given)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     acc = sub.add_parser("accuracy", help="methods x labelled draws -> tables + JSON")
@@ -507,20 +509,32 @@ def main() -> None:
     step = sub.add_parser("step", help="time one training step: supervised vs VAT vs textbook VAT")
     step.add_argument("--repeats", type=int, default=30)
     step.add_argument("--warmup", type=int, default=5)
+    step.add_argument("--results", default="benchmarks/results/step.json")
     loop = sub.add_parser("loop", help="steps/s of `python -m vatlib train` at a git revision vs this tree")
     loop.add_argument("--baseline", required=True, help="git revision to compare with, e.g. ec50cf1")
     loop.add_argument("--steps", type=int, default=3000)
     loop.add_argument("--repeats", type=int, default=1, help="runs of each, alternating")
     loop.add_argument("--results", default="benchmarks/results/loop.json")
+    res = sub.add_parser("results", help="write benchmarks/RESULTS.md from the results files")
+    res.add_argument("--check", action="store_true", help="only check that benchmarks/RESULTS.md is up to date")
     for p in (acc, step, loop):
         p.add_argument("--dataset", default="MNIST")
         p.add_argument("--data-root", default="data")
         p.add_argument("--device", default="auto" if p is not loop else "cpu")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = one per core)")
-    args = parser.parse_args()
-    if args.threads:
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
-    if args.what == "accuracy" and args.table_only:  # --methods may name variants: "supervised;default (eps=4.0)"
+    if args.what == "results":
+        text, path = results_md(), REPO / "benchmarks" / "RESULTS.md"
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                raise SystemExit(f"{path} is not what `python benchmarks/benchmark.py results` writes; rerun it")
+            print(f"{path} is up to date")
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    elif args.what == "accuracy" and args.table_only:  # --methods may name variants: "supervised;default (eps=4.0)"
         names = [method_name(m, args) for m in args.methods.split(";" if ";" in args.methods else ",")]
         unknown = [n for n in names if n.partition(" (")[0] not in METHODS]
         if unknown:  # the same message as a training run's, not a silently empty table

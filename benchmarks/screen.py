@@ -1,6 +1,8 @@
 """Screen recipe options on validation accuracy only: the test set is not evaluated.
 
-    python benchmarks/screen.py '{"cutout10": {"cutout": 10}, "ema": {"vat_target": "ema"}}' --draws 1
+    python benchmarks/screen.py '{"eps2": {"eps": 2.0}, "wd": {"weight_decay": 0.05}}' --draws 3,8
+    python benchmarks/screen.py '{"conf0.1": {"term_weights": {"confidence": 0.1}}}' \
+        --experiment benchmarks/experiments/example_term.py --draws 3,8
     python benchmarks/screen.py --table-only
 
 Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, default: none, the
@@ -16,33 +18,27 @@ test accuracy (``report_test=False``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
+
+import vatlib
+from vatlib.records import append, key, load, machine_info, same_config, screen_table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import vatlib  # noqa: E402
-from benchmark import _append, _key, _load, machine_info, same_config  # noqa: E402
 
 BASE: Dict = {}
-
-
-def screen_table(records: List[Dict]) -> str:
-    lines = ["| variant | draw | overrides | best validation acc., % (step) | final-step validation, % | train s |",
-             "|---|---|---|---|---|---|"]
-    for r in records:
-        lines.append(f"| {r['name']} | {r['draw']} | {json.dumps(r['overrides'])} | {100 * r['best']['val_acc']:.1f} "
-                     f"({r['best']['step']}) | {100 * r['final']['val_acc']:.1f} | {r['train_s']:.0f} |")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="?", default="{}", help="JSON: name -> TrainConfig overrides")
-    parser.add_argument("--draws", default="1", help="comma-separated draws (data_seed = seed = k)")
+    parser.add_argument("--draws", default="1-1", help="a count N (draws 0..N-1), a range A-B or a list A,B (draw k: "
+                                                       "data_seed = seed = k; default: draw 1)")
+    parser.add_argument("--experiment", action="append", default=[],
+                        help="a file under benchmarks/experiments/ to import first (it registers its terms)")
     parser.add_argument("--base", default=json.dumps(BASE), help="JSON overrides shared by every variant")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "screen.json"))
@@ -50,29 +46,30 @@ def main(argv=None) -> None:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     results = Path(args.results)
+    for path in args.experiment:  # e.g. a term registered with vatlib.register_term
+        spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
     if not args.table_only:
         base = json.loads(args.base)
         for name, overrides in json.loads(args.variants).items():
-            for draw in map(int, args.draws.split(",")):
-                cfg = vatlib.TrainConfig(**{**base, "steps": args.steps, **overrides, "data_seed": draw, "seed": draw,
-                                            "report_test": False, "progress": False,
-                                            "out": str(Path(args.runs) / f"{name}-draw{draw}")})
-                if any(same_config(r["config"], cfg) for r in _load(results)):  # afresh: another screen may share it
+            for draw in vatlib.parse_draws(args.draws):
+                cfg = vatlib.draw_config(vatlib.TrainConfig(**{**base, "steps": args.steps, **overrides}), draw,
+                                         report_test=False, progress=False, out=str(Path(args.runs) / f"{name}-draw{draw}"))
+                if any(same_config(r["config"], cfg) for r in load(results)):  # afresh: another screen may share it
                     print(f"{name} draw {draw}: already in {results}", flush=True)
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
                 result = vatlib.train(cfg, overwrite=True)
-                record = {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": _key(cfg),
+                record = {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": key(cfg),
                           "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
                           "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
                           "machine": machine_info()}
-                if cfg.members > 1:  # an ensemble: each member's own choice on validation, beside their average's
-                    record["members"] = [{k: m[k] for k in ("seed", "step", "val_acc")}
-                                         for m in vatlib.load_checkpoint(result.checkpoint)["members"]]
-                _append(results, record)
+                if args.experiment:
+                    record["experiments"] = args.experiment
+                append(results, record)
                 print(f"    best validation {result.best['val_acc']:.2%} at step {result.best['step']}, "
                       f"final {result.final['val_acc']:.2%}", flush=True)
-    print(screen_table(_load(results)))
+    print(screen_table(load(results)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from conftest import save_test_checkpoint as _save
+from helpers import save_test_checkpoint as _save
 from vatlib import CheckpointError, ConvNet, SaveError, load_checkpoint, load_model
 from vatlib import checkpoint as ckpt_module
 
@@ -25,7 +25,7 @@ def test_round_trip_restores_outputs_and_metadata(tmp_path):
     x = torch.rand(8, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
     ck = load_checkpoint(path)
-    assert ck["model"] == {"name": "convnet", "num_classes": 10, "width": 4}
+    assert ck["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2, "pool_first": False}
     assert ck["config"] == {"seed": 0, "eps": 3.0} and ck["step"] == 5
     assert ck["val_acc"] == 0.5 and ck["test_acc"] == 0.25
     assert torch.equal(ck["labelled_indices"], torch.arange(10))
@@ -40,7 +40,8 @@ def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
     model.eval()
     path = tmp_path / "m.pth"
     _save(path, model)
-    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "pool_first": True}
+    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2,
+                                              "pool_first": True}
     loaded = load_model(path)
     assert loaded.pool_first
     x = torch.rand(8, 1, 28, 28)
@@ -49,13 +50,14 @@ def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
 
 def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
     model = ConvNet(width=4, final_blocks=2)
-    assert len(model.state_dict()) > len(ConvNet(width=4).state_dict())  # the extra block holds weights
+    assert len(model.state_dict()) > len(ConvNet(width=4, final_blocks=1).state_dict())  # the extra block holds weights
     model.train()
     model(torch.rand(16, 1, 28, 28))
     model.eval()
     path = tmp_path / "m.pth"
     _save(path, model)
-    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2}
+    assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2,
+                                              "pool_first": False}
     loaded = load_model(path)
     assert loaded.final_blocks == 2
     x = torch.rand(8, 1, 28, 28)
@@ -64,33 +66,31 @@ def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
         ConvNet(width=4, final_blocks=0)
 
 
-def test_ensemble_averages_its_members_probabilities_and_round_trips(tmp_path):
-    from vatlib import Ensemble
+def test_checkpoints_written_before_1_0_load_as_they_were_saved_or_are_refused_naming_the_version(tmp_path):
+    from vatlib.checkpoint import atomic_torch_save
 
-    members = [ConvNet(width=4), ConvNet(width=4, final_blocks=2)]
-    for m in members:
-        m.eval()
-    ensemble = Ensemble(members).eval()
-    x = torch.rand(8, 1, 28, 28)
-    mean_p = torch.stack([m(x).softmax(dim=1) for m in members]).mean(dim=0)
-    assert torch.allclose(ensemble(x).softmax(dim=1), mean_p, atol=1e-6)
-    assert torch.allclose(ensemble(x).exp().sum(dim=1), torch.ones(8), atol=1e-6)  # log-probabilities
-    path = tmp_path / "e.pth"
-    _save(path, ensemble)
-    spec = load_checkpoint(path)["model"]
-    assert spec["name"] == "ensemble" and [m["width"] for m in spec["members"]] == [4, 4]
-    assert spec["members"][1]["final_blocks"] == 2
-    assert torch.equal(load_model(path)(x), ensemble(x))
-    with pytest.raises(ValueError, match="expected images scaled to"):  # inputs checked as a single model's are
-        ensemble(x * 255)
-    with pytest.raises(ValueError, match="must share num_classes"):
-        Ensemble([ConvNet(width=4), ConvNet(num_classes=3, width=4)])
+    # Before 1.0 a spec named final_blocks and pool_first only when they differed from 0.x's defaults (1, False),
+    # and ConvNet's own defaults were 0.x's: such a spec still builds the one-block model it was saved from.
+    old = ConvNet(width=4, final_blocks=1).eval()
+    path = tmp_path / "old.pth"
+    _save(path, old)
+    ckpt = load_checkpoint(path)
+    ckpt["model"] = {"name": "convnet", "num_classes": 10, "width": 4}
+    atomic_torch_save(ckpt, path)
+    x = torch.rand(4, 1, 28, 28)
+    assert load_model(path).final_blocks == 1 and torch.equal(load_model(path)(x), old(x))
+    # An ensemble (vatlib 0.4's members option) is refused, saying where it can be loaded.
+    ckpt["model"] = {"name": "ensemble", "members": [ckpt["model"], ckpt["model"]]}
+    atomic_torch_save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"old.pth: cannot build .* ensembles of models were removed in vatlib "
+                                              r"1.0 \(they live in vatlib 0.4: git checkout 75ffb15\)"):
+        load_model(path)
 
 
 def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
     """A checkpoint is loaded by parameter name, so a refactor of ConvNet must not rename them: these are the names
     best_model.pth (default order) and the fast preset's checkpoints (pool_first) were saved with."""
-    default = list(ConvNet(width=4).state_dict())
+    default = list(ConvNet(width=4, final_blocks=1).state_dict())
     assert default[:3] == ["features.0.0.weight", "features.0.1.weight", "features.0.1.bias"]
     assert "features.2.0.weight" in default  # the second block, after the first block and its pool
     pooled = list(ConvNet(width=4, pool_first=True).state_dict())
@@ -108,8 +108,9 @@ def test_saved_file_gets_umask_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_shipped_best_model_reproduces_its_recorded_accuracy(mnist):
-    from conftest import REPO
+    from helpers import REPO
     from vatlib import evaluate
 
     ck = load_checkpoint(REPO / "best_model.pth")
@@ -120,9 +121,9 @@ def test_shipped_best_model_reproduces_its_recorded_accuracy(mnist):
 
 def test_shipped_best_model_was_trained_with_the_best_preset():
     """The README says `python -m vatlib train --preset best` retrains best_model.pth: its config must be that."""
-    from conftest import REPO
+    from helpers import REPO
     from vatlib import preset_config
-    from vatlib.train import completed_config
+    from vatlib.config import completed_config
 
     where = ("out", "progress", "device", "num_threads")  # where and how it ran, not what it trained
     saved = completed_config(load_checkpoint(REPO / "best_model.pth")["config"])  # + fields added since, as they ran

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHIPPED_MNIST, mnist_copy, write_idx_dataset
+from helpers import SHIPPED_MNIST, mnist_copy, write_idx_dataset
 from vatlib import DataError, load_dataset, random_translate, sample_labelled, split_train
 from vatlib import data as data_module
 
@@ -29,7 +29,7 @@ def test_tiny_dataset_round_trip(tmp_path, gz):
     root = write_idx_dataset(tmp_path, gz=gz, n_train=50, n_test=20)
     d = load_dataset("KMNIST", root, verify=False, download=False)
     assert d.train_images.shape == (50, 28, 28) and d.test_labels.shape == (20,)
-    from conftest import synthetic_digits
+    from helpers import synthetic_digits
 
     x, y = synthetic_digits(50, 0)
     assert torch.equal(d.train_images, torch.from_numpy(x))
@@ -212,6 +212,10 @@ def test_image_data_from_numpy_arrays():
     (dict(train_labels=torch.arange(9)), ValueError, "train_images has 10 images but train_labels has 9 labels"),
     (dict(train_labels=torch.arange(10) - 1), ValueError, "train_labels holds -1; allowed: class indices 0..C-1"),
     (dict(test_labels=torch.full((4,), 12)), ValueError, "test_labels holds class 12, but the training labels only go up to 9"),
+    # Ten classes numbered 1..10 would make an eleventh, empty class 0.
+    (dict(train_labels=torch.arange(10) + 1, test_labels=torch.arange(4) + 1), ValueError,
+     r"train_labels must use every class 0..10, but class\(es\) \[0\] have no image; number the classes from 0"),
+    (dict(train_labels=torch.tensor([0, 1, 2, 4, 5, 0, 1, 2, 4, 5])), ValueError, r"class\(es\) \[3\] have no image"),
 ])
 def test_image_data_from_arrays_names_the_bad_array(change, error, message):
     from vatlib import ImageData
@@ -273,7 +277,7 @@ def test_random_translate_shifts_within_bounds():
 
 
 def test_random_affine_identity_and_bounds():
-    from conftest import synthetic_digits
+    from helpers import synthetic_digits
 
     from vatlib import random_affine, to_float
 
@@ -293,58 +297,8 @@ def test_random_affine_identity_and_bounds():
     assert out.min() >= 0 and out.max() <= 1
 
 
-def test_elastic_field_is_smooth_noise_of_the_given_strength_through_its_control_points():
-    from vatlib.data import elastic_field
-    field = elastic_field(2000, 28, 28, 1.5, torch.Generator().manual_seed(0))
-    assert field.shape == (2000, 28, 28, 2)
-    px = field * 14  # [-1, 1] units -> pixels (28 / 2 per unit)
-    # The corners are control points: their displacements are the drawn normals, std 1.5 px, mean 0.
-    corners = px[:, [0, 0, -1, -1], [0, -1, 0, -1]].flatten()
-    assert abs(corners.std().item() - 1.5) < 0.05 and abs(corners.mean().item()) < 0.05
-    coarse = torch.randn(2000, 2, 5, 5, generator=torch.Generator().manual_seed(0)) * 1.5
-    assert torch.allclose(px[:, 0, 0], coarse[:, :, 0, 0], atol=1e-5)  # (x, y) of the top-left control point
-    # Smooth: neighbouring pixels move together (a per-pixel noise would give a correlation of 0).
-    dx = px[..., 0]
-    assert torch.corrcoef(torch.stack([dx[:, 10, 10], dx[:, 10, 11]]))[0, 1] > 0.9
-    assert torch.corrcoef(torch.stack([dx[:, 10, 10], dx[:, 10, 24]]))[0, 1] < 0.2  # but not the whole image
-
-
-def test_random_affine_elastic_warps_the_strokes_and_draws_nothing_when_off():
-    from conftest import synthetic_digits
-
-    from vatlib import random_affine
-    img = torch.from_numpy(synthetic_digits(64, 0)[0])
-    gen = torch.Generator().manual_seed(0)
-    plain = random_affine(img, 2, 10, 0.1, gen)
-    after_plain = torch.rand(1, generator=gen)
-    gen.manual_seed(0)
-    assert torch.equal(random_affine(img, 2, 10, 0.1, gen, elastic=0.0), plain)  # off: the same draws, same images
-    assert torch.equal(torch.rand(1, generator=gen), after_plain)
-    gen.manual_seed(0)
-    warped = random_affine(img, 2, 10, 0.1, gen, elastic=1.5)
-    moved = (warped - plain).abs().flatten(1).sum(1) / plain.flatten(1).sum(1)
-    assert (moved > 0.05).all()  # every image is warped beyond the affine part ...
-    ink = warped.flatten(1).sum(1) / plain.flatten(1).sum(1)
-    assert ((ink > 0.7) & (ink < 1.3)).all()  # ... and keeps its ink: bent strokes, not a different image
-    assert warped.min() >= 0 and warped.max() <= 1
-
-
-def test_random_erase_zeroes_one_clipped_square_per_image():
-    from vatlib.data import random_erase
-    x = torch.ones(500, 1, 28, 28)
-    out = random_erase(x, 10, torch.Generator().manual_seed(0))
-    zeros = (out == 0).flatten(1).sum(1)
-    assert ((zeros >= 25) & (zeros <= 100)).all() and (zeros == 100).float().mean() > 0.3
-    rows, cols = (out[:, 0] == 0).any(2), (out[:, 0] == 0).any(1)  # the zeros form one rectangle per image
-    assert torch.equal(zeros, rows.sum(1) * cols.sum(1))
-    assert torch.equal(x, torch.ones_like(x))  # the input is untouched
-    assert random_erase(x, 0) is x
-    again = random_erase(x, 10, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)
-
-
 def test_random_stroke_adds_one_straight_line_through_the_ink():
-    from vatlib.data import random_stroke
+    from vatlib.augment import random_stroke
     x = torch.zeros(400, 1, 28, 28)
     x[:, :, 4:24, 13:15] = 1.0  # a "1": ink in the middle two columns
     out = random_stroke(x, 1.0, length=(6.0, 12.0), width=2.0, generator=torch.Generator().manual_seed(0))

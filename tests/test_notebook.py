@@ -4,7 +4,7 @@ import nbformat
 import pytest
 import torch
 
-from conftest import REPO, write_idx_dataset
+from helpers import REPO, write_idx_dataset
 from vatlib import ConvNet, save_checkpoint
 
 NOTEBOOK = REPO / "Projet_deep_learning.ipynb"
@@ -35,11 +35,13 @@ def _execute(tmp_path, **parameters):
 
 
 # Takes ~40 s: three 20-step trainings and t-SNE on 250 points.
+@pytest.mark.slow
 def test_notebook_executes_with_small_parameters(tmp_path):
     images = _execute(tmp_path, DATA_ROOT=str(REPO / "data"))
     assert images == 8  # labelled grid, 2 perturbation figures, the recipe's views, curves, confusions, errors, embeddings
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_another_dataset(tmp_path):
     """DATASET="FashionMNIST" end to end, on tiny synthetic files the test writes (the real ones are not shipped)."""
     root = write_idx_dataset(tmp_path / "data", name="FashionMNIST", n_train=600, n_test=200)

@@ -5,11 +5,12 @@ import math
 
 import pytest
 
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 from vatlib import tune, tune_table
 from vatlib.__main__ import main
 
 
+@pytest.mark.slow
 def test_tune_scores_every_combination_on_validation_only_and_resumes(tmp_path, tiny_data):
     base = tiny_config(tmp_path, steps=20, eval_every=10)
     logged = []
@@ -50,3 +51,17 @@ def test_tune_command_prints_the_table_and_the_winning_command(tmp_path, capsys)
     assert command == (f"train it with the full recipe:  python -m vatlib train --width 4 --batch-unlabelled 16 "
                        f"--num-threads 1 --no-channels-last --data-root {REPO / 'data'} --eps {best}")
     assert main(["tune", "--eps", "1"]) == 2 and "nothing to tune" in capsys.readouterr().err
+
+
+def test_tune_draws_mean_what_they_mean_in_the_benchmark(monkeypatch, capsys):
+    import vatlib.__main__ as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "tune", lambda base, grid, draws, out: seen.append(draws) or (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    for text, draws in (("5", [0, 1, 2, 3, 4]), ("3-4", [3, 4]), ("2,7", [2, 7])):
+        assert main(["tune", "--eps", "1,2", "--draws", text]) == 130
+        assert seen[-1] == draws
+    with pytest.raises(SystemExit):
+        main(["tune", "--eps", "1,2", "--draws", "0"])
+    assert "a count N (draws 0..N-1)" in capsys.readouterr().err

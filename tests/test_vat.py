@@ -260,7 +260,7 @@ def test_vat_loss_reductions():
     for reduction in ("none", "mean", "sum"):
         torch.manual_seed(3)
         losses[reduction] = vat_loss(model, x, eps=1.0, reduction=reduction)
-    assert losses["none"].shape == (5,) and bool((losses["none"] >= 0).all())
+    assert losses["none"].shape == (5,) and bool((losses["none"] >= -1e-6).all())  # a KL, up to float32 rounding
     assert torch.allclose(losses["none"].mean(), losses["mean"]) and torch.allclose(losses["none"].sum(), losses["sum"])
     with pytest.raises(ValueError, match="reduction='avg' is invalid; allowed: mean, sum, none"):
         vat_loss(model, x, eps=1.0, reduction="avg")
@@ -291,19 +291,17 @@ def test_power_iteration_stays_float32_under_autocast():
     assert bool((naive.abs() < 0.9).all()), naive  # bfloat16: the direction is lost
 
 
-def test_lds_and_logits_applies_the_transform_to_the_perturbed_pass_only():
+def test_lds_and_logits_returns_the_perturbed_pass_it_scored():
     from vatlib.vat import _kl_div_logits, lds, lds_and_logits
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.BatchNorm1d(5))
     x = torch.rand(8, 1, 4, 4)
     logits = model(x).detach()
-    seen = []
-    blank = lambda t: (seen.append(t.clone()), torch.zeros_like(t))[1]  # noqa: E731
     torch.manual_seed(1)
-    per_sample, q_logits = lds_and_logits(model, x, logits, eps=2.0, transform=blank)
-    (given,) = seen  # called once, on x + r_adv (norm eps per sample)
-    assert torch.allclose((given - x).flatten(1).norm(dim=1), torch.full((8,), 2.0))
-    assert torch.allclose(q_logits, model(torch.zeros_like(x)), atol=1e-6)  # the pass saw the transformed images
-    assert torch.allclose(per_sample, _kl_div_logits(logits, q_logits))  # against the untransformed target
+    per_sample, q_logits = lds_and_logits(model, x, logits, eps=2.0)
+    torch.manual_seed(1)
+    r_adv = vat_perturbation(model, x, eps=2.0, logits=logits)
+    assert torch.allclose(q_logits, model(x + r_adv), atol=1e-6)  # the pass at x + r_adv, norm eps per sample
+    assert torch.allclose(per_sample, _kl_div_logits(logits, q_logits))
     torch.manual_seed(1)
     plain = lds(model, x, logits, eps=2.0)
     torch.manual_seed(1)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
-import re
 import shlex
 import sys
 import time
@@ -21,28 +19,33 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from .data import DataError, load_dataset
-from .train import (MEMBER_SEED_STRIDE, PRESETS, Run, RunExistsError, TrainConfig, TrainingInterrupted, predict, preset_config,
-                    resolve_device, train)
+from .config import PRESETS, TrainConfig, parse_draws, preset_config
+from .inference import predict, resolve_device
+from .run import Run
+from .runs import RunExistsError, TrainingInterrupted, train
 from .tune import __doc__ as TUNE_DOC
 from .tune import tune, tune_table
 
 
-def _field_comments() -> dict:
-    """The trailing ``# reason`` comment of each TrainConfig field, used as its --help text."""
-    source = inspect.getsource(TrainConfig)
-    return dict(re.findall(r"^\s+(\w+): [^=\n]+= [^#\n]+#\s*(.+)$", source, re.MULTILINE))
+def _weights(text: str) -> dict:
+    """--term-weights 'mi=0.5,other=1' -> {"mi": 0.5, "other": 1.0}."""
+    try:
+        return {k: float(v) for k, v in (item.split("=") for item in filter(None, text.split(",")))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: name=weight,... (e.g. mi=0.5)") from None
 
 
 def _add_config_options(parser: argparse.ArgumentParser, lists: bool = False) -> None:
     """One option per TrainConfig field; with ``lists``, numbers and strings take comma-separated lists (for tune)."""
     defaults = TrainConfig()
-    comments = _field_comments()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        help_text = f"{comments.get(field.name, '')} (default: {default})".replace("%", "%%")
+        help_text = f"{field.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         # SUPPRESS: only flags given on the command line reach the namespace, so they can override a preset.
-        if isinstance(default, bool):
+        if isinstance(default, dict):
+            parser.add_argument(flag, type=_weights, default=argparse.SUPPRESS, metavar="NAME=W[,...]", help=help_text)
+        elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif lists:
             kind = type(default)
@@ -53,6 +56,13 @@ def _add_config_options(parser: argparse.ArgumentParser, lists: bool = False) ->
                                 metavar=type(default).__name__.upper(), help=help_text)
 
 
+def _draws(text: str) -> list:
+    try:
+        return parse_draws(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _given(args: argparse.Namespace) -> dict:
     """The TrainConfig fields given on the command line (the others are absent: argparse.SUPPRESS)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -61,15 +71,15 @@ def _given(args: argparse.Namespace) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     given = _given(args)
-    if args.supervised_only:  # the supervised preset's overrides, on top of the chosen preset
-        given = {**PRESETS["supervised"], **given}
-    given.setdefault("out", "runs/supervised" if args.supervised_only else f"runs/{args.preset}")
+    if args.supervised_only:  # another name for --preset supervised
+        if args.preset not in ("default", "supervised"):
+            raise ValueError(f"--supervised-only is --preset supervised; it cannot be combined with --preset {args.preset}")
+        args.preset = "supervised"
+    given.setdefault("out", f"runs/{args.preset}")
     cfg = preset_config(args.preset, **given)
 
     def banner(run: Run) -> None:
-        member = (f" member {(run.cfg.seed - cfg.seed) // MEMBER_SEED_STRIDE + 1} of {cfg.members} (seed {run.cfg.seed})"
-                  if cfg.members > 1 else "")
-        print(f"vatlib train{member}{' (resuming at step ' + str(run.step + 1) + ')' if run.step else ''}: {cfg.dataset}, "
+        print(f"vatlib train{' (resuming at step ' + str(run.step + 1) + ')' if run.step else ''}: {cfg.dataset}, "
               f"{cfg.per_class} labels/class, {'VAT' if run.terms else 'supervised-only'} on {run.device}, "
               f"{cfg.steps} steps, {torch.get_num_threads()} threads -> {run.cfg.out}\n  data: {run.data.source}", flush=True)
 
@@ -127,9 +137,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _describe(spec: dict) -> str:
-    """A checkpoint's model spec in words: "convnet (width 16)", "ensemble of 3 convnet (width 16)"."""
-    if spec["name"] == "ensemble":
-        return f"ensemble of {len(spec['members'])} {_describe(spec['members'][0])}"
+    """A checkpoint's model spec in words: "convnet (width 16)"."""
     return f"{spec['name']} (width {spec.get('width')})"
 
 
@@ -166,8 +174,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          help="named recipe; other flags override it (default: default)")
     _add_config_options(p_train)
     p_train.add_argument("--supervised-only", action="store_true",
-                         help="baseline: cross-entropy on the labelled images only (the 'supervised' preset's "
-                              "overrides: every unlabelled term off, no strokes); writes runs/supervised by default")
+                         help="the same as --preset supervised: cross-entropy on the labelled images only")
     what = p_train.add_mutually_exclusive_group()
     what.add_argument("--resume", action="store_true",
                       help="continue the interrupted run in --out from its last.pth (same options as the run)")
@@ -178,8 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                             description=(TUNE_DOC or "").split("\n\n")[1],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p_tune.add_argument("--preset", default="default", choices=sorted(PRESETS), help="recipe the grid is applied to")
-    p_tune.add_argument("--draws", type=lambda t: [int(v) for v in t.split(",")], default=[0],
-                        help="labelled draws to average over (data_seed = seed = k), e.g. 0,1 (default: 0)")
+    p_tune.add_argument("--draws", type=_draws, default=[0],
+                        help="labelled draws to average over (draw k: data_seed = seed = k): a count N (draws "
+                             "0..N-1), a range A-B or a list A,B (default: draw 0)")
     _add_config_options(p_tune, lists=True)
     p_tune.set_defaults(func=_cmd_tune)
     p_eval = sub.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")

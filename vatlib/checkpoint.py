@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .model import build_model, model_spec
+from .model import SPEC_BEFORE_1_0, build_model, model_spec
 
 __all__ = ["CheckpointError", "FORMAT", "SaveError", "cpu_state_dict", "library_versions", "load_checkpoint",
            "load_model", "model_from_checkpoint", "save_checkpoint", "write_json"]
@@ -171,6 +171,8 @@ def model_from_checkpoint(ckpt: Dict[str, Any], source: PathLike = "checkpoint")
     """
     path = source
     spec = dict(ckpt["model"])
+    if spec.get("name") == "convnet":  # written before 1.0: only the fields that differed from 0.x's defaults
+        spec = {**SPEC_BEFORE_1_0, **spec}
     try:
         model = build_model(spec.pop("name"), **spec)
     except (ValueError, TypeError, KeyError) as e:

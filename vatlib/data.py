@@ -28,12 +28,7 @@ __all__ = [
     "DataError",
     "ImageData",
     "Split",
-    "elastic_field",
     "load_dataset",
-    "random_affine",
-    "random_erase",
-    "random_stroke",
-    "random_translate",
     "sample_labelled",
     "split_train",
     "to_float",
@@ -138,6 +133,11 @@ class ImageData(NamedTuple):
         n_classes = int(out["train_labels"].max()) + 1 if len(out["train_labels"]) else 0
         if n_classes < 2:
             raise ValueError(f"train_labels must name at least 2 classes, found {n_classes}")
+        # Classes numbered 1..10 would otherwise make an eleventh, empty class 0 that the model learns to never predict.
+        missing = (torch.bincount(out["train_labels"], minlength=n_classes) == 0).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"train_labels must use every class 0..{n_classes - 1}, but class(es) {missing} have no "
+                             f"image; number the classes from 0 without gaps (labels 1..C: subtract 1)")
         if len(out["test_labels"]) and int(out["test_labels"].max()) >= n_classes:
             raise ValueError(f"test_labels holds class {int(out['test_labels'].max())}, but the training labels "
                              f"only go up to {n_classes - 1}")
@@ -364,116 +364,3 @@ def split_train(labels: torch.Tensor, per_class: int = 10, n_validation: int = 1
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]."""
     return images.unsqueeze(1).float().div_(255.0)
-
-
-def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Shift each image (N, H, W) by its own random integer offset in [-max_shift, max_shift]^2, zero fill.
-
-    Vectorised with one gather, so it costs about as much as a copy of the batch.
-    """
-    if max_shift == 0:
-        return images
-    n, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (N, H+2s, W+2s)
-    # Offsets are drawn where the generator lives (the CPU, or the GPU with a generator there), then moved.
-    where = generator.device if generator is not None else images.device
-    shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=where).to(images.device)
-    rows = (shifts[0] + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
-    cols = (shifts[1] + torch.arange(w, device=images.device))[:, None, :]  # (N, 1, W)
-    return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
-
-
-def random_erase(x: torch.Tensor, size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square of each image (N, 1, H, W) at its own random centre (cutout, DeVries & Taylor 2017).
-
-    The centre is uniform over the image and the square is clipped at the border, so at least a
-    quarter of it falls inside the image; near a corner it may hold only background. Returns a new
-    tensor; ``size=0`` returns ``x`` itself.
-    """
-    if size == 0:
-        return x
-    n, _, h, w = x.shape
-    where = generator.device if generator is not None else x.device
-    u = torch.rand(2, n, 1, generator=generator, device=where).to(x.device)
-    lo = (u * torch.tensor([h, w], device=x.device).view(2, 1, 1)).long() - size // 2  # top-left corner
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    inside_r = (rows >= lo[0]) & (rows < lo[0] + size)  # (N, H)
-    inside_c = (cols >= lo[1]) & (cols < lo[1] + size)  # (N, W)
-    keep = ~(inside_r[:, :, None] & inside_c[:, None, :])  # (N, H, W)
-    return x * keep[:, None].to(x.dtype)
-
-
-def random_stroke(x: torch.Tensor, p: float, length: Tuple[float, float] = (6.0, 12.0), width: float = 2.0,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Draw, with probability ``p`` per image (N, 1, H, W) in [0, 1], one straight stroke through the digit.
-
-    The stroke is centred on a random ink pixel (value > 0.5; the image centre if there is none), at a
-    uniform angle, ``length`` pixels long (uniform in the range) and ``width`` pixels wide, with
-    antialiased edges; it is added as ink (the pixel-wise maximum), so the digit underneath stays.
-    It stands for the extra strokes handwriting varies by (a crossbar, a serif, a flick): the class
-    of a labelled image is taken to survive one. Returns a new tensor; ``p=0`` returns ``x`` itself.
-    """
-    if p == 0:
-        return x
-    n, _, h, w = x.shape
-    where = generator.device if generator is not None else x.device
-    ink = (x.flatten(1) > 0.5).float().to(where)  # (N, H*W)
-    ink[:, (h // 2) * w + w // 2] += ink.sum(1) == 0  # a blank image: the centre (no boolean index: no GPU sync)
-    centre = torch.multinomial(ink, 1, generator=generator).squeeze(1).to(x.device)  # (N,)
-    u = torch.rand(3, n, generator=generator, device=where).to(x.device)
-    angle = u[0] * torch.pi
-    half = (length[0] + u[1] * (length[1] - length[0])) / 2  # (N,)
-    cy, cx = (centre // w).float(), (centre % w).float()
-    dy, dx = torch.sin(angle), torch.cos(angle)
-    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1) - cy.view(n, 1, 1)  # (N, H, 1)
-    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) - cx.view(n, 1, 1)  # (N, 1, W)
-    along = (rows * dy.view(n, 1, 1) + cols * dx.view(n, 1, 1)).clamp(-half.view(n, 1, 1), half.view(n, 1, 1))
-    dist = torch.sqrt((rows - along * dy.view(n, 1, 1)) ** 2 + (cols - along * dx.view(n, 1, 1)) ** 2)  # (N, H, W)
-    stroke = (width / 2 + 0.5 - dist).clamp(0, 1) * (u[2] < p).view(n, 1, 1)  # 1 inside, a 1-px ramp at the edge
-    return torch.maximum(x, stroke[:, None].to(x.dtype))
-
-
-def elastic_field(n: int, h: int, w: int, strength: float, generator: Optional[torch.Generator] = None,
-                  device: Optional[torch.device] = None) -> torch.Tensor:
-    """Smooth random displacement fields (N, H, W, 2) in ``grid_sample``'s [-1, 1] units: an elastic distortion.
-
-    Simard et al. (2003) smooth per-pixel noise with a Gaussian; here the same kind of field comes
-    cheaper: independent normal displacements of standard deviation ``strength`` pixels on a coarse
-    grid of control points about 7 pixels apart (5 x 5 for 28 x 28), interpolated bicubically to every
-    pixel. The strokes bend and thicken locally, as two writers' strokes differ, while the digit stays
-    where it was on average.
-    """
-    where = generator.device if generator is not None else device
-    k_h, k_w = max(2, round(h / 7) + 1), max(2, round(w / 7) + 1)
-    coarse = torch.randn(n, 2, k_h, k_w, generator=generator, device=where).to(device).mul_(strength)
-    field = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)  # (N, 2, H, W), px
-    field = field * torch.tensor([2 / w, 2 / h], device=field.device).view(1, 2, 1, 1)  # (x, y) in [-1, 1] units
-    return field.permute(0, 2, 3, 1)
-
-
-def random_affine(images: torch.Tensor, max_shift: float, max_rotate: float, max_scale: float,
-                  generator: Optional[torch.Generator] = None, elastic: float = 0.0) -> torch.Tensor:
-    """Per-sample random rotation, scaling and translation of uint8 images (N, H, W) -> float (N, 1, H, W) in [0, 1].
-
-    Angles are uniform in [-max_rotate, max_rotate] degrees, scales in [1 - max_scale, 1 + max_scale],
-    shifts in [-max_shift, max_shift] pixels; bilinear sampling, zero fill. ``elastic`` > 0 adds an
-    elastic distortion of that strength in pixels (``elastic_field``). One ``grid_sample`` for the
-    whole batch, so it costs well under a millisecond for a training batch.
-    """
-    n, h, w = images.shape
-    where = generator.device if generator is not None else images.device
-    u = torch.rand(4, n, generator=generator, device=where).mul_(2).sub_(1).to(images.device)  # uniform in [-1, 1]
-    angle = u[0] * (max_rotate * torch.pi / 180)
-    scale = 1 + u[1] * max_scale
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # theta maps output coordinates to input coordinates, in [-1, 1] units (2 / size per pixel):
-    # in = L @ out + t. For an output shift of exactly s, t = -L @ s.
-    linear = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (N, 2, 2)
-    shift = torch.stack([u[2] * max_shift * 2 / w, u[3] * max_shift * 2 / h], 1)  # (N, 2), (x, y)
-    theta = torch.cat([linear, -(linear @ shift[:, :, None])], 2)  # (N, 2, 3)
-    x = to_float(images)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    if elastic > 0:  # drawn after the affine parameters, so elastic=0 draws exactly what it always did
-        grid = grid + elastic_field(n, h, w, elastic, generator, images.device)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -7,14 +7,12 @@ dataset statistics and VAT's eps is measured in plain pixel units.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNet", "Ensemble", "build_model", "MODELS"]
+__all__ = ["ConvNet", "build_model", "model_spec", "MODELS"]
 
 # Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
 # a fixed affine map, so it changes nothing but the conditioning of the first layer.
@@ -38,6 +36,8 @@ def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
 class ConvNet(nn.Module):
     """Conv-BN-ReLU blocks with max-pooling, global average pooling and a linear head.
 
+    The defaults are the default recipe's model (``TrainConfig`` width and final_blocks).
+
     Shapes for width w: (N,1,28,28) -> w @28 -> pool -> 2w @14 -> pool -> 4w @7 -> GAP -> (N, C).
 
     ``final_blocks``: conv blocks in the last (7x7, 4w-channel) stage. The second one adds capacity
@@ -49,7 +49,7 @@ class ConvNet(nn.Module):
     traffic of the network's largest activations, with the same parameters.
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 32, pool_first: bool = False, final_blocks: int = 1) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 16, pool_first: bool = False, final_blocks: int = 2) -> None:
         super().__init__()
         if num_classes < 2 or width < 1 or final_blocks < 1:
             raise ValueError(f"ConvNet needs num_classes >= 2, width >= 1 and final_blocks >= 1, "
@@ -108,70 +108,24 @@ class ConvNet(nn.Module):
         return self.head(self.embed(x))
 
 
-class Ensemble(nn.Module):
-    """Several trained models as one: the mean of their class probabilities.
-
-    ``forward`` returns log(mean softmax), so ``argmax``, ``softmax`` and ``cross_entropy`` treat it as one
-    model's logits (and a VAT perturbation of the ensemble is the usual one). ``members``: models, or the
-    ``model_spec`` dicts to build them from (how a checkpoint rebuilds one). The members must agree on the
-    number of classes; the inputs are checked once, by the first member's rules.
-    """
-
-    def __init__(self, members: Sequence[Union[nn.Module, Dict[str, Any]]]) -> None:
-        super().__init__()
-        built = [m if isinstance(m, nn.Module) else build_model(**dict(m)) for m in members]
-        if not built:
-            raise ValueError("Ensemble needs at least one member")
-        classes = {getattr(m, "num_classes", None) for m in built}
-        if len(classes) != 1 or None in classes:
-            raise ValueError(f"Ensemble members must share num_classes, got {sorted(map(str, classes))}")
-        self.members = nn.ModuleList(built)
-        self.num_classes = classes.pop()
-        self.check_inputs = True
-
-    @property
-    def check_inputs(self) -> bool:
-        return self._check_inputs
-
-    @check_inputs.setter
-    def check_inputs(self, value: bool) -> None:  # checked once here, not again by every member
-        self._check_inputs = bool(value)
-        for m in self.members:
-            m.check_inputs = False
-
-    def check_input(self, x: torch.Tensor) -> None:
-        self.members[0].check_input(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.check_inputs:
-            self.check_input(x)
-        log_p = torch.stack([F.log_softmax(m(x).float(), dim=1) for m in self.members])  # (members, N, C)
-        return torch.logsumexp(log_p, dim=0) - math.log(len(self.members))
-
-
-MODELS = {"convnet": ConvNet}  # what TrainConfig.model trains; an Ensemble is built from trained ones
+MODELS = {"convnet": ConvNet}  # what TrainConfig.model trains
+# The architecture before 1.0 wrote final_blocks and pool_first only when they differed from these.
+SPEC_BEFORE_1_0 = {"final_blocks": 1, "pool_first": False}
 
 
 def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:
-    """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=32)``, or
-    ``build_model("ensemble", members=[spec, spec])`` from ``model_spec`` dicts."""
+    """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=16)``."""
     if name == "ensemble":
-        return Ensemble(**kwargs)
+        raise ValueError("ensembles of models were removed in vatlib 1.0 (they live in vatlib 0.4: git checkout 75ffb15)")
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)} or 'ensemble'")
+        raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
     return MODELS[name](**kwargs)
 
 
 def model_spec(model: nn.Module) -> Dict[str, Any]:
     """The plain-typed description that ``build_model(**spec)`` turns back into the same architecture."""
-    if type(model) is Ensemble:
-        return {"name": "ensemble", "members": [model_spec(m) for m in model.members]}
     for name, cls in MODELS.items():
         if type(model) is cls:
-            spec = {"name": name, "num_classes": model.num_classes, "width": model.width}
-            if model.pool_first:  # only when set: checkpoints without the key load as before
-                spec["pool_first"] = True
-            if model.final_blocks != 1:  # likewise
-                spec["final_blocks"] = model.final_blocks
-            return spec
+            return {"name": name, "num_classes": model.num_classes, "width": model.width,
+                    "final_blocks": model.final_blocks, "pool_first": model.pool_first}
     raise ValueError(f"model of type {type(model).__name__} is not one of {sorted(MODELS)}")

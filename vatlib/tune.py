@@ -4,7 +4,8 @@
 
 Every ``TrainConfig`` field takes a comma-separated list here; the fields given more than one value
 form the grid, and every combination is trained (``steps`` short, 1,000 by default) on each of the
-given labelled draws (``--draws 0,1``: data_seed = seed = k). Each combination is scored by the
+given labelled draws (``--draws 2`` is draws 0 and 1, ``--draws 3-4`` draws 3 and 4; draw k is
+data_seed = seed = k). Each combination is scored by the
 validation accuracy of its best-on-validation checkpoint, averaged over the draws; the test set is
 not even evaluated (``report_test=False``). Results go to ``<out>/tune.json`` after every run, so
 an interrupted tune continues where it stopped, and the winner is printed as the command that
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .checkpoint import write_json
+from .config import TrainConfig, draw_config
 from .data import ImageData, load_dataset
-from .train import TrainConfig, train
+from .records import key, same_config
+from .runs import train
 
 __all__ = ["tune", "tune_table"]
 
@@ -47,11 +50,7 @@ def tune(base: TrainConfig, grid: Dict[str, Sequence[Any]], *, draws: Sequence[i
     def run_config(combo: Dict[str, Any], k: int) -> TrainConfig:
         """The short run of one combination on draw k: no test evaluation, in its own scratch folder."""
         name = "-".join(f"{f}{v}" for f, v in combo.items()) + f"-draw{k}"
-        return dataclasses.replace(base, **combo, data_seed=k, seed=k, report_test=False, progress=False,
-                                   out=str(folder / name))
-
-    def key(cfg: TrainConfig) -> Dict[str, Any]:  # what identifies a run in tune.json
-        return {f: v for f, v in cfg.to_dict().items() if f != "out"}
+        return draw_config(base, k, **combo, report_test=False, progress=False, out=str(folder / name))
 
     for combo in combos:
         for k in draws:
@@ -60,7 +59,7 @@ def tune(base: TrainConfig, grid: Dict[str, Sequence[Any]], *, draws: Sequence[i
         for k in draws:
             cfg = run_config(combo, k)
             name = Path(cfg.out).name
-            if any(r["config"] == key(cfg) for r in runs):
+            if any(same_config(r["config"], cfg) for r in runs):
                 continue
             result = train(cfg, data=data, overwrite=True)  # the tune's own scratch run
             runs.append({"params": combo, "draw": k, "config": key(cfg), "val_acc": result.best["val_acc"],
@@ -70,7 +69,7 @@ def tune(base: TrainConfig, grid: Dict[str, Sequence[Any]], *, draws: Sequence[i
     records = []
     for combo in combos:
         mine = [r for r in runs if r["params"] == combo and r["draw"] in draws
-                and r["config"] == key(run_config(combo, r["draw"]))]
+                and same_config(r["config"], run_config(combo, r["draw"]))]
         mine.sort(key=lambda r: r["draw"])
         records.append({"params": combo, "val_acc": statistics.mean(r["val_acc"] for r in mine),
                         "val_accs": [r["val_acc"] for r in mine], "final_val_accs": [r["final_val_acc"] for r in mine],

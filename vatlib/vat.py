@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -209,30 +209,19 @@ def lds(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, 
 
 
 def lds_and_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, xi: float = DEFAULT_XI,
-                   n_power: int = 1, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                   target: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``lds`` and the logits of the perturbed pass (N, C), for terms that reuse that pass (no argument checks).
-
-    ``transform``, if given, is applied to ``x + r_adv`` before the perturbed pass (e.g. random
-    erasing): the target stays p(x), so the loss then asks for the same prediction under the
-    adversarial perturbation and the transform together, at the cost of the VAT pass alone.
-    ``target``, if given, are the logits the perturbed prediction is pulled towards instead of the
-    clean ones (e.g. a weight-averaged teacher's). The power iteration itself always runs at x
-    against the model's own clean logits, where the KL is minimal, as in plain VAT.
-    """
+                   n_power: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``lds`` and the logits of the perturbed pass (N, C), for terms that reuse that pass (no argument checks)."""
     x, p_logits = x.detach(), logits.detach()
     with preserved_buffers(model):
-        return _lds(model, x, p_logits, eps, xi, n_power, transform, None if target is None else target.detach())
+        return _lds(model, x, p_logits, eps, xi, n_power)
 
 
-def _lds(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float, n_power: int,
-         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-         target: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def _lds(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, eps: float, xi: float,
+         n_power: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-sample LDS and perturbed logits for detached x and clean logits; the caller guards the buffers."""
     r_adv = _power_iteration(model, x, p_logits, eps, xi, n_power)
-    x_adv = x + r_adv if transform is None else transform(x + r_adv)
-    q_logits = model(x_adv)
-    return _kl_div_logits(p_logits if target is None else target, q_logits), q_logits
+    q_logits = model(x + r_adv)
+    return _kl_div_logits(p_logits, q_logits), q_logits
 
 
 def vat_loss(

@@ -1,0 +1,225 @@
+"""Every knob of a run (``TrainConfig``), the named recipes (``PRESETS``) and what a labelled draw is.
+
+Each field carries its reason in ``help``, which is also its ``--help`` text on the command line.
+Defaults are the recipe ``python -m vatlib train`` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import torch
+
+from .data import DATASETS
+from .inference import resolve_device
+from .model import MODELS
+from .vat import DEFAULT_XI
+
+__all__ = ["PRESETS", "RECIPE_0_3", "TrainConfig", "completed_config", "draw_config", "parse_draws", "preset_config",
+           "removed_options"]
+
+
+def knob(default: Any, help: str) -> Any:  # noqa: A002 -- argparse's word
+    """A TrainConfig field with its reason, shown by ``python -m vatlib train --help``."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of one run. Defaults are the recipe ``python -m vatlib train`` uses."""
+
+    # data
+    dataset: str = knob("MNIST", f"one of {', '.join(DATASETS)}")
+    data_root: str = knob("data", "folder holding <dataset>/raw/ in torchvision's layout")
+    per_class: int = knob(10, "labelled images per class: 100 labels for the 10 classes")
+    n_validation: int = knob(1000, "labelled hold-out that chooses the checkpoint, nothing else (1,000 as in the "
+                                   "original VAT MNIST code)")
+    all_labels: bool = knob(False, "reference, not semi-supervised: labelled batches drawn from every non-validation "
+                                   "image with its true label (the ceiling)")
+    data_seed: int = knob(0, "draws the labelled/validation split; draw k is data_seed = seed = k (draw_config)")
+    seed: int = knob(0, "model init, batch order, augmentation and VAT's random directions")
+    # model
+    model: str = knob("convnet", f"one of {', '.join(MODELS)}")
+    width: int = knob(16, "channels of the first conv (then 2x, 4x); 24 gained ~0.25 validation points at 1.9x the "
+                          "step")
+    final_blocks: int = knob(2, "conv blocks in the last, 7x7 stage: the second doubles the parameters (33k -> 70k) "
+                                "at 1.2x the step; 0.3's recipes have 1")
+    pool_first: bool = knob(False, "the first block pools before its BatchNorm and ReLU: a 1.08-1.16x faster step, "
+                                   "same parameters (the fast preset)")
+    # optimisation
+    steps: int = knob(3500, "optimiser updates (5-6 min on a 2-core AVX-512 CPU with the defaults)")
+    batch_labelled: int = knob(32, "labelled images per step, drawn with replacement, each freshly augmented")
+    batch_unlabelled: int = knob(128, "unlabelled images per step; 64 lost 0.3 validation points")
+    lr: float = knob(3e-3, "Adam peak learning rate, decayed to 0 by a cosine over the steps")
+    weight_decay: float = knob(0.0, "L2 via AdamW; VAT is already a strong regulariser")
+    # semi-supervised terms (vatlib.terms)
+    vat_weight: float = knob(1.0, "weight of the VAT (LDS) loss; 0 turns VAT off")
+    eps: float = knob(1.0, "L2 radius of the adversarial perturbation in [0, 1] pixel units (a digit has norm ~9); 1 "
+                           "beat 0.3, 2 and 3 on MNIST; other data: python -m vatlib tune")
+    xi: float = knob(DEFAULT_XI, "power-iteration finite-difference step; the paper's 1e-6 is rounding noise in "
+                                 "float32")
+    n_power: int = knob(1, "power iterations; 1 is the paper's choice")
+    entmin_weight: float = knob(0.0, "entropy minimisation on unlabelled predictions: +2.4 points over VAT alone, "
+                                     "but the pseudo-labels do its job better (0 = off)")
+    balance_weight: float = knob(0.0, "KL(mean unlabelled prediction || uniform): stops one class swallowing another "
+                                      "(0 = off)")
+    # FixMatch-style pseudo-labels: a strong view of each unlabelled image is trained towards the clean prediction
+    # where that one is confident; it reaches the invariances VAT's small L2 ball cannot (rotations, zooms).
+    pseudo_weight: float = knob(1.0, "weight of the pseudo-label term (0 = off)")
+    pseudo_threshold: float = knob(0.95, "confidence a clean prediction needs to become a pseudo-label (FixMatch's "
+                                         "tau)")
+    pseudo_flex: bool = knob(True, "FlexMatch: per-class thresholds, lower for the classes with fewer confident "
+                                   "predictions so far")
+    strong_shift: int = knob(3, "the strong view's random translation (px)")
+    strong_rotate: float = knob(20.0, "the strong view's random rotation (degrees)")
+    strong_scale: float = knob(0.15, "the strong view's random zoom (fraction)")
+    term_weights: Dict[str, float] = knob({}, "weights of terms added with vatlib.register_term, by name (none by "
+                                              "default; on the command line: name=weight,...)")
+    # augmentation
+    stroke_p: float = knob(0.5, "probability of one extra random stroke on a labelled image: the class survives a "
+                                "stray stroke (draw 1, no crossed 7 labelled: 98.4 -> 99.4 % validation)")
+    max_shift: int = knob(2, "random translation of every image by up to this many pixels (0 = none)")
+    max_rotate: float = knob(0.0, "random rotation (degrees) of every image; > 0 (or max_scale > 0) switches to "
+                                  "bilinear affine views")
+    max_scale: float = knob(0.0, "random zoom of every image by up to this fraction (0.1 = 0.9x to 1.1x)")
+    rampup_steps: int = knob(0, "unsupervised weights ramp up linearly over these steps (0 = full weight at once)")
+    ema_decay: float = knob(0.99, "evaluate and save an exponential moving average of the weights (0 = raw weights)")
+    # bookkeeping
+    eval_every: int = knob(250, "steps between validation/test evaluations (and checkpoint choices)")
+    out: str = knob("runs/default", "folder for best.pth, last.pth, history.json and config.json ('' = none)")
+    device: str = knob("auto", "auto (cuda, then mps, then cpu), or a torch device such as cpu, cuda:0")
+    num_threads: int = knob(0, "CPU threads for torch (0 = torch's default, one per core)")
+    channels_last: bool = knob(True, "NHWC memory layout: ~1.3x faster convolutions on the CPU with oneDNN")
+    compile: bool = knob(False, "torch.compile the model (eager if no compiler works); 1.3-1.75x slower on a 2-core "
+                                "AVX2 CPU")
+    amp: bool = knob(False, "bfloat16 autocast for the training passes (the power iteration stays float32); for "
+                            "GPUs")
+    progress: bool = knob(True, "show a tqdm progress bar")
+    report_test: bool = knob(True, "also evaluate the test set at each evaluation, for reporting only")
+
+    def validate(self) -> torch.device:
+        """Raise ValueError naming the field, its value and the allowed values, before any work starts.
+
+        Returns the device the run will use (``resolve_device(self.device)``).
+        """
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        need(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}")
+        need(self.model in MODELS, "model", f"one of {sorted(MODELS)}")
+        for name in ("per_class", "steps", "batch_labelled", "batch_unlabelled", "eval_every", "width", "n_power",
+                     "final_blocks"):
+            value = getattr(self, name)
+            need(number(value) and int(value) == value and value >= 1, name, "an integer >= 1")
+        for name in ("n_validation", "rampup_steps", "max_shift", "num_threads", "strong_shift"):
+            value = getattr(self, name)
+            need(number(value) and int(value) == value and value >= 0, name, "an integer >= 0")
+        for name in ("lr", "eps", "xi"):
+            need(number(getattr(self, name)) and getattr(self, name) > 0, name, "> 0")
+        for name in ("vat_weight", "entmin_weight", "balance_weight", "pseudo_weight", "weight_decay"):
+            value = getattr(self, name)
+            need(number(value) and value >= 0 and math.isfinite(value), name, "a finite number >= 0")
+        need(0 <= self.ema_decay < 1, "ema_decay", "0 <= ema_decay < 1")
+        for name in ("max_shift", "strong_shift"):
+            need(getattr(self, name) < 14, name, "0..13 pixels")
+        for name in ("max_rotate", "strong_rotate"):
+            need(0 <= getattr(self, name) <= 180, name, "0..180 degrees")
+        for name in ("max_scale", "strong_scale"):
+            need(0 <= getattr(self, name) < 1, name, f"0 <= {name} < 1")
+        need(0 < self.pseudo_threshold < 1, "pseudo_threshold", "0 < pseudo_threshold < 1")
+        need(0 <= self.stroke_p <= 1, "stroke_p", "0 <= stroke_p <= 1")
+        for name in ("pseudo_flex", "pool_first", "all_labels", "channels_last", "compile", "amp", "progress",
+                     "report_test"):
+            need(isinstance(getattr(self, name), bool), name, "True or False")
+        # Whether each name is registered is checked where the terms are known (vatlib.terms.all_terms).
+        need(isinstance(self.term_weights, dict) and all(isinstance(k, str) and number(w) and w >= 0 and math.isfinite(w)
+                                                         for k, w in self.term_weights.items()),
+             "term_weights", "{name: finite weight >= 0} for terms added with vatlib.register_term")
+        return resolve_device(self.device)  # raises ValueError for a bad device
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def draw_config(cfg: TrainConfig, k: int, **overrides: Any) -> TrainConfig:
+    """``cfg`` on labelled draw ``k``: the split (data_seed) and the training randomness (seed) are both k.
+
+    Every table, screen and tune in the project means this by "draw k".
+    """
+    return dataclasses.replace(cfg, data_seed=k, seed=k, **overrides)
+
+
+def parse_draws(text: str) -> List[int]:
+    """``--draws``, everywhere: "10" -> draws 0-9 (a count); "8-9" -> 8 and 9 (a range); "2,5" -> 2 and 5 (a list)."""
+    try:
+        if "," in text:
+            draws = [int(d) for d in text.split(",")]
+        elif "-" in text:
+            first, last = (int(d) for d in text.split("-"))
+            draws = list(range(first, last + 1))
+        else:
+            draws = list(range(int(text)))
+    except ValueError:
+        draws = []
+    if not draws or min(draws) < 0:
+        raise ValueError(f"--draws {text!r}: allowed: a count N (draws 0..N-1), a range A-B or a list A,B,...; "
+                         "draws are integers >= 0")
+    return draws
+
+
+# Named recipes: overrides on TrainConfig's defaults (python -m vatlib train --preset NAME).
+RECIPE_0_3 = dict(final_blocks=1, steps=3000)  # 0.3's default model and length, which best and fast are built on
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # VAT + FlexMatch pseudo-labels + a random stroke on the labelled images: `python -m vatlib train`.
+    "default": {},
+    # 0.3's default recipe with three times the updates (about 30 min on 2 cores): best_model.pth's recipe.
+    "best": dict(RECIPE_0_3, steps=9000, eval_every=500),
+    # 0.3's default on a step 1.9x cheaper (64 unlabelled images, the first block pooled first); it lost 0.3 points
+    # of mean validation accuracy over draws 0-9, so it is for a run in about half the time.
+    "fast": dict(RECIPE_0_3, batch_unlabelled=64, pool_first=True),
+    # The same labels, model, shifts, optimiser and steps, with every unlabelled term off and no strokes.
+    "supervised": dict(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0, pseudo_weight=0.0, stroke_p=0.0),
+    # VAT alone: the default recipe without its pseudo-labels and strokes.
+    "vat": dict(pseudo_weight=0.0, stroke_p=0.0),
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> TrainConfig:
+    """TrainConfig of a named preset, with keyword overrides on top."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; allowed: {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+# What runs did before a field existed, where today's default differs: a saved config (a checkpoint's, a
+# results record's) without the field ran with this value.
+BEFORE_FIELD: Dict[str, Any] = {"pseudo_weight": 0.0, "stroke_p": 0.0, "final_blocks": 1}
+# Options that lost their screens and left the library in 1.0, with the value that turned each one off. A saved
+# config holding one at another value is a run 1.0 cannot repeat: vatlib 0.4 (git checkout 75ffb15) can.
+REMOVED_FIELDS: Dict[str, Any] = {
+    "members": 1, "strong_stroke": 0.0, "balance_steps": 0, "entmin_on": "clean", "cutout": 0, "vat_target": "model",
+    "pseudo_teacher": "model", "balanced_labelled": False, "strong_cutout": 0, "elastic": 0.0, "strong_elastic": 0.0,
+}
+REMOVED_IN = "vatlib 1.0 (they live in vatlib 0.4: git checkout 75ffb15)"
+
+
+def removed_options(saved: Dict[str, Any]) -> List[str]:
+    """The options of a saved config that 1.0 no longer has and that were on, as "field=value"."""
+    return [f"{k}={saved[k]!r}" for k, off in REMOVED_FIELDS.items() if k in saved and saved[k] != off]
+
+
+def completed_config(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A saved config (``TrainConfig.to_dict()`` of this or an older version) with every field added since filled
+    in with what runs did before it existed (``BEFORE_FIELD``, else the default), and the removed fields dropped
+    (check ``removed_options`` first: a removed option that was on makes a different run)."""
+    full = {**TrainConfig().to_dict(), **BEFORE_FIELD, **saved}
+    return {k: v for k, v in full.items() if k not in REMOVED_FIELDS}
