@@ -454,8 +454,15 @@ def results_md() -> str:
         removed = [n for n in names if n not in current]
         out.extend([f"## {title}", "", f"`{path.relative_to(REPO)}`", "", tables(records, current, args), ""])
         if removed:
-            out.extend([f"Rows of options removed in 1.0, as recorded (`git checkout 75ffb15` reruns them):", "",
+            out.extend(["Rows of options removed in 1.0, as recorded (`git checkout 75ffb15` reruns them):", "",
                         accuracy_table(records, removed, None), ""])
+        # Records of a method made before its config changed (e.g. a preset that was fixed): kept, as recorded.
+        earlier = [dict(r, method=f"{r['method']} (earlier config)") for r in records if r["method"] in current
+                   and not same_config(r["config"], method_config(r["method"], r["draw"], args))]
+        if earlier:
+            names = list(dict.fromkeys(r["method"] for r in earlier))
+            out.extend(["Earlier configs of these methods, as recorded (each record holds its full config):", "",
+                        accuracy_table(earlier, names, None), ""])
 
     accuracy_section("Accuracy over labelled draws: MNIST", RESULTS / "accuracy.json", ns)
     fashion = argparse.Namespace(**{**vars(ns), "dataset": "FashionMNIST", "thresholds": [0.72, 0.75]})
