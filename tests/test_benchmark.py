@@ -214,3 +214,14 @@ def test_times_of_a_machine_whose_every_run_shared_the_cores_are_flagged():
 def test_committed_results_md_is_what_the_results_files_generate():
     """benchmarks/RESULTS.md is generated, never edited: `python benchmarks/benchmark.py results` rewrites it."""
     assert (REPO / "benchmarks" / "RESULTS.md").read_text() == bench_module.results_md()
+
+
+def test_paired_table_differences_by_draw_with_their_standard_error():
+    bench = _benchmark_module()
+    rows = [{"method": m, "draw": d, "best": {"test_acc": a}} for m, accs in
+            (("a", [0.990, 0.985, 0.980]), ("b", [0.985, 0.985, 0.970])) for d, a in enumerate(accs)]
+    rows.append({"method": "a", "draw": 7, "best": {"test_acc": 0.5}})  # no partner: left out
+    table = bench.paired_table(rows, [("a", "b")], None)
+    # differences +0.5, 0, +1.0 points: mean 0.5, s.d. 0.5, s.e. 0.5 / sqrt(3) = 0.29
+    assert table.splitlines()[2] == "| a | b | 0-2 | +0.50 +0.00 +1.00 | +0.50 ± 0.29 | 2/3 |"
+    assert bench.paired_table(rows, [("a", "nosuch")], None) == ""

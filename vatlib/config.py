@@ -188,8 +188,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "fast": dict(RECIPE_0_3, batch_unlabelled=64, pool_first=True),
     # The same labels, model, shifts, optimiser and steps, with every unlabelled term off and no strokes.
     "supervised": dict(vat_weight=0.0, entmin_weight=0.0, balance_weight=0.0, pseudo_weight=0.0, stroke_p=0.0),
-    # VAT alone: the default recipe without its pseudo-labels and strokes.
-    "vat": dict(pseudo_weight=0.0, stroke_p=0.0),
+    # VAT on its own: the default recipe without its pseudo-labels and strokes, with entropy minimisation (the VAT
+    # paper's VAT+EntMin). Without it, on this CNN, the LDS keeps falling by flattening the predictions until
+    # classes merge (draw 0: validation 96.6 % at step 750, 88.0 % at the end; with it 98.9 % and no drift).
+    "vat": dict(pseudo_weight=0.0, stroke_p=0.0, entmin_weight=1.0),
 }
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
 
 import vatlib
+from vatlib.records import append, machine_info
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "vat-drift.json"
 
@@ -83,9 +83,8 @@ def main() -> None:
     result = vatlib.train(cfg, on_eval=on_eval)
     record = {"name": args.name, "draw": args.draw, "overrides": overrides, "config": cfg.to_dict(),
               "best": result.best, "final": result.final, "time_s": round(time.time() - t0, 1), "evals": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    records = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    RESULTS.write_text(json.dumps(records + [record], indent=1))
+    record["machine"] = machine_info()
+    append(RESULTS, record)  # under a lock: two runs side by side may share the file
     print(f"{args.name}: best {result.best} final {result.final} ({record['time_s']} s)", flush=True)
 
 
