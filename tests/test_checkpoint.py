@@ -211,3 +211,20 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(path)["step"] == 1
     assert torch.equal(load_model(path).head.weight, first.head.weight)
     assert [p.name for p in tmp_path.iterdir()] == ["best.pth"], "temporary file left behind"
+
+
+def test_mlp_round_trips_and_its_noise_acts_in_training_only(tmp_path):
+    from vatlib import MLP
+
+    model = MLP(hidden=(32, 16), noise=0.5)
+    x = torch.rand(8, 1, 28, 28)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # fresh noise at every training pass
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    path = tmp_path / "mlp.pth"
+    _save(path, model)
+    assert load_checkpoint(path)["model"] == {"name": "mlp", "num_classes": 10, "hidden": [32, 16], "noise": 0.5}
+    assert torch.equal(load_model(path)(x), model(x))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model(torch.rand(8, 784))

@@ -137,7 +137,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _describe(spec: dict) -> str:
-    """A checkpoint's model spec in words: "convnet (width 16)"."""
+    """A checkpoint's model spec in words: "convnet (width 16)", "mlp (1200-600-300-150)"."""
+    if spec["name"] == "mlp":
+        return f"mlp ({'-'.join(map(str, spec['hidden']))})"
     return f"{spec['name']} (width {spec.get('width')})"
 
 

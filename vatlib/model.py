@@ -1,4 +1,4 @@
-"""A small CNN for 28x28 grayscale digits.
+"""The models: a small CNN for 28x28 grayscale digits, and the VAT paper's MLP.
 
 Every model here takes images scaled to [0, 1], shape (N, 1, 28, 28), and returns logits
 (N, num_classes). Normalisation happens inside the model, so callers never need to know the
@@ -7,12 +7,12 @@ dataset statistics and VAT's eps is measured in plain pixel units.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["ConvNet", "build_model", "model_spec", "MODELS"]
+__all__ = ["ConvNet", "MLP", "build_model", "model_spec", "MODELS"]
 
 # Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
 # a fixed affine map, so it changes nothing but the conditioning of the first layer.
@@ -33,7 +33,48 @@ def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
     )
 
 
-class ConvNet(nn.Module):
+class ImageClassifier(nn.Module):
+    """What every model here shares: images (N, 1, 28, 28) in [0, 1] -> ``embed`` (N, D) -> ``head`` -> logits (N, C),
+    and a check of every input (shape, dtype, device, range) while ``check_inputs`` is on, for models in users'
+    hands. ``train`` turns it off for the models it trains on images it made itself: the range check costs a
+    reduction per pass and, on a GPU, a host synchronisation."""
+
+    num_classes: int
+    head: nn.Module
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError/TypeError that says what is wrong with ``x`` and how to fix it."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of images (N, 1, 28, 28), got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            hint = " (add the channel dim: x.unsqueeze(1))" if tuple(x.shape[-2:]) == (28, 28) and x.dim() == 3 else ""
+            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}{hint}")
+        weight = next(self.parameters())
+        if not x.is_floating_point():
+            raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype} "
+                            "(uint8 images: vatlib.to_float(x), or x.float() / 255)")
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(f"images are {x.dtype} on {x.device} but the model is {weight.dtype} on {weight.device}; "
+                            f"use x.to(next(model.parameters()))")
+        lo, hi = torch.aminmax(x.detach())
+        if not (lo >= -INPUT_MARGIN and hi <= 1 + INPUT_MARGIN):  # also False for NaN
+            raise ValueError(f"expected images scaled to [0, 1], got values from {lo.item():.4g} to {hi.item():.4g}"
+                             + (" (0-255 pixels? divide by 255)" if hi > 1 + INPUT_MARGIN and hi <= 255 else ""))
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, D): what the head sees."""
+        if self.check_inputs:
+            self.check_input(x)
+        return self._features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+class ConvNet(ImageClassifier):
     """Conv-BN-ReLU blocks with max-pooling, global average pooling and a linear head.
 
     The defaults are the default recipe's model (``TrainConfig`` width and final_blocks).
@@ -79,36 +120,46 @@ class ConvNet(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD), persistent=False)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError/TypeError that says what is wrong with ``x`` and how to fix it."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor of images (N, 1, 28, 28), got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            hint = " (add the channel dim: x.unsqueeze(1))" if tuple(x.shape[-2:]) == (28, 28) and x.dim() == 3 else ""
-            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}{hint}")
-        weight = self.head.weight
-        if not x.is_floating_point():
-            raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype} "
-                            "(uint8 images: vatlib.to_float(x), or x.float() / 255)")
-        if x.dtype != weight.dtype or x.device != weight.device:
-            raise TypeError(f"images are {x.dtype} on {x.device} but the model is {weight.dtype} on {weight.device}; "
-                            f"use x.to(model.head.weight)")
-        lo, hi = torch.aminmax(x.detach())
-        if not (lo >= -INPUT_MARGIN and hi <= 1 + INPUT_MARGIN):  # also False for NaN
-            raise ValueError(f"expected images scaled to [0, 1], got values from {lo.item():.4g} to {hi.item():.4g}"
-                             + (" (0-255 pixels? divide by 255)" if hi > 1 + INPUT_MARGIN and hi <= 255 else ""))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (N, 4w): what the linear head sees."""
-        if self.check_inputs:
-            self.check_input(x)
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features((x - self.pixel_mean) / self.pixel_std)
 
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, std^2) to its input in training mode; the identity in eval mode."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        return x + self.std * torch.randn_like(x) if self.training and self.std > 0 else x
 
 
-MODELS = {"convnet": ConvNet}  # what TrainConfig.model trains
+class MLP(ImageClassifier):
+    """The VAT paper's MNIST network (Miyato et al., TPAMI 2018): 784-1200-600-300-150-C, each hidden layer
+    Linear-BN-ReLU followed by Gaussian noise of std ``noise`` in training (as the paper's authors describe it,
+    after Salimans et al. 2016), and a Linear-BN output layer (as in the authors' code). Pixels enter as they are,
+    in [0, 1], so eps is in the paper's units."""
+
+    def __init__(self, num_classes: int = 10, hidden: Sequence[int] = (1200, 600, 300, 150), noise: float = 0.5) -> None:
+        super().__init__()
+        if num_classes < 2 or not hidden or min(hidden) < 1 or noise < 0:
+            raise ValueError(f"MLP needs num_classes >= 2, hidden sizes >= 1 and noise >= 0, got {num_classes}, "
+                             f"{list(hidden)}, {noise}")
+        self.num_classes, self.hidden, self.noise = num_classes, [int(h) for h in hidden], float(noise)
+        layers: list = [nn.Flatten()]
+        for n_in, n_out in zip([28 * 28, *self.hidden[:-1]], self.hidden):
+            layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True),
+                       GaussianNoise(self.noise)]
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(self.hidden[-1], num_classes, bias=False), nn.BatchNorm1d(num_classes))
+        self.check_inputs = True
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+MODELS = {"convnet": ConvNet, "mlp": MLP}  # what TrainConfig.model trains
 # The architecture before 1.0 wrote final_blocks and pool_first only when they differed from these.
 SPEC_BEFORE_1_0 = {"final_blocks": 1, "pool_first": False}
 
@@ -124,8 +175,9 @@ def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:
 
 def model_spec(model: nn.Module) -> Dict[str, Any]:
     """The plain-typed description that ``build_model(**spec)`` turns back into the same architecture."""
-    for name, cls in MODELS.items():
-        if type(model) is cls:
-            return {"name": name, "num_classes": model.num_classes, "width": model.width,
-                    "final_blocks": model.final_blocks, "pool_first": model.pool_first}
+    if type(model) is MLP:
+        return {"name": "mlp", "num_classes": model.num_classes, "hidden": list(model.hidden), "noise": model.noise}
+    if type(model) is ConvNet:
+        return {"name": "convnet", "num_classes": model.num_classes, "width": model.width,
+                "final_blocks": model.final_blocks, "pool_first": model.pool_first}
     raise ValueError(f"model of type {type(model).__name__} is not one of {sorted(MODELS)}")

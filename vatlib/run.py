@@ -29,6 +29,13 @@ from .terms import FlexMatchThresholds, Unlabelled, active_terms, all_terms, ter
 __all__ = ["FiniteGuard", "Run", "WeightAverage", "compile_model"]
 
 
+# The learning rate's factor at step t, by TrainConfig.lr_schedule, for a run of `steps` steps.
+LR_FACTORS = {
+    "cosine": lambda steps: lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)),  # to 0 at the end
+    "paper": lambda steps: lambda t: 0.9 ** (t // 500),  # the VAT authors' MNIST code: x0.9 per 500-update epoch
+}
+
+
 class WeightAverage:
     """Exponential moving average of the parameters (what is evaluated and saved); buffers follow the live model."""
 
@@ -108,15 +115,14 @@ class Run:
         self.gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.num_classes = int(data.train_labels.max()) + 1
-        model = build_model(cfg.model, num_classes=self.num_classes, width=cfg.width, pool_first=cfg.pool_first,
-                            final_blocks=cfg.final_blocks)
+        shape = dict(width=cfg.width, pool_first=cfg.pool_first, final_blocks=cfg.final_blocks) if cfg.model == "convnet" else {}
+        model = build_model(cfg.model, num_classes=self.num_classes, **shape)
         self.model = model.to(device).to(memory_format=self.memory_format)
         self.model.check_inputs = False  # the images are made here; users' models keep their checks
         # fused=True on a GPU: one kernel per step, and it can skip a non-finite update on the device.
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      fused=True if device.type == "cuda" else None)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, cfg.steps) / cfg.steps)))  # cosine to 0
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, LR_FACTORS[cfg.lr_schedule](cfg.steps))
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if cfg.compile:  # after the average's copy: the average is only evaluated, in eager mode
             compile_model(self.model, device)
