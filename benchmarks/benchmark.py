@@ -39,13 +39,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 import vatlib
-from vatlib.config import RECIPE_0_3
+from vatlib.config import RECIPE_0_3, completed_config
 from vatlib.records import append as _append
 from vatlib.records import key as _key
 from vatlib.records import load as _load
@@ -60,11 +60,13 @@ RESULTS = REPO / "benchmarks" / "results"
 METHODS: Dict[str, tuple] = {
     "supervised": ("supervised", RECIPE_0_3),  # same labels, model, shifts, optimiser and steps
     "vat": ("vat", {}),  # VAT on its own (with entropy minimisation): the vat preset, the default's model and length
-    "vat+ent": ("vat", RECIPE_0_3),  # 0.2's default: the same on 0.3's model and length
+    "vat+ent": ("vat", dict(RECIPE_0_3, eps=1.0)),  # 0.2's default: the same on 0.3's model and length, eps 1
     "vat+pseudo": ("default", dict(stroke_p=0.0, **RECIPE_0_3)),  # VAT + FlexMatch pseudo-labels, instead of the entropy
     "default-0.3": ("default", RECIPE_0_3),  # + a random stroke on the labelled images: 0.3's default
     "default": ("default", {}),  # + a second conv block at 7x7 and 3,500 steps
     "default-no-vat": ("default", dict(vat_weight=0.0)),  # the default without VAT: what VAT adds, paired by draw
+    # The same at the default's wall time: a step without VAT costs 0.49x the default's (step table, 2026-12-03).
+    "default-no-vat-equal-time": ("default", dict(vat_weight=0.0, steps=7000)),
     # Not semi-supervised: the default's model and steps trained on every training label (59,000), 128 per batch.
     # The ceiling the 100-label runs are measured against.
     "all-labels": ("supervised", dict(all_labels=True, batch_labelled=128)),
@@ -72,7 +74,7 @@ METHODS: Dict[str, tuple] = {
     "fast": ("fast", {}),  # 0.3's default on a cheaper step: 64 unlabelled images per step, the first block pooled first
     "best": ("best", {}),  # the recipe best_model.pth is trained with: 0.3's default, three times longer
     # The best preset up to 0.3 (VAT + entropy minimisation, 9,000 steps, rotations and zooms): 0.2's best_model.pth.
-    "vat+ent-best": ("vat", dict(RECIPE_0_3, steps=9000, eval_every=500, max_rotate=10.0, max_scale=0.1)),
+    "vat+ent-best": ("vat", dict(RECIPE_0_3, eps=1.0, steps=9000, eval_every=500, max_rotate=10.0, max_scale=0.1)),
 }
 THRESHOLDS = (0.98, 0.985, 0.99)  # test accuracies of the time-to-accuracy table (MNIST's; --thresholds for others)
 
@@ -359,6 +361,7 @@ def run_step(args: argparse.Namespace) -> None:
             "the fast preset (that, and 64 unlabelled images)": new_run("fast"),
             "the default recipe (0.3's, with a second block at 7x7)": new_run("default"),
             "the default recipe without VAT (vat_weight=0)": new_run("default", vat_weight=0.0),
+            "the vat preset (VAT + entropy min., the default's model)": new_run("vat"),
             "VAT (textbook reference)": new_run("vat", entmin_weight=0.0, **RECIPE_0_3)}
     steps: Dict[str, Callable[[], None]] = {name: run.train_step for name, run in runs.items()}
     steps["VAT (textbook reference)"] = lambda: naive_step(runs["VAT (textbook reference)"])
@@ -440,7 +443,7 @@ def loop_table(record: Dict) -> str:
     return "\n".join(lines)
 
 
-PAIRS = [("default", "default-no-vat")]  # (with, without) an ingredient, compared draw by draw in RESULTS.md
+PAIRS = [("default", "default-no-vat"), ("default", "default-no-vat-equal-time")]  # (with, without) an ingredient, compared draw by draw in RESULTS.md
 
 
 def paired_table(records: List[Dict], pairs: List[Tuple[str, str]], args: Optional[argparse.Namespace]) -> str:
@@ -460,9 +463,29 @@ def paired_table(records: List[Dict], pairs: List[Tuple[str, str]], args: Option
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+# The options the results tables read the MNIST records with (a method's config, as run by this benchmark's defaults).
+RESULTS_ARGS = argparse.Namespace(dataset="MNIST", data_root="data", device="auto", runs="runs/bench", thresholds=None)
+ABLATION = ["supervised", "vat", "default-no-vat", "default", "best", "all-labels"]
+
+
+def ablation_md(methods: Sequence[str] = tuple(ABLATION)) -> str:
+    """The MNIST ablation over labelled draws and the paired comparison, as RESULTS.md gives them (the notebook
+    shows it)."""
+    records = _load(RESULTS / "accuracy.json")
+    return (accuracy_table(records, list(methods), RESULTS_ARGS) + "\n\nPaired by draw:\n\n"
+            + paired_table(records, PAIRS, RESULTS_ARGS))
+
+
+def _changed(record: Dict, args: argparse.Namespace) -> str:
+    """What a record's config set differently from its method's config today, e.g. "eps=1.0, entmin_weight=0.0"."""
+    now = _key(method_config(record["method"], record["draw"], args))
+    then = completed_config(record["config"])
+    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if k not in ("num_threads",) and then.get(k) != v)
+
+
 def results_md() -> str:
     """benchmarks/RESULTS.md: every table, generated from the results files (never edited by hand)."""
-    ns = argparse.Namespace(dataset="MNIST", data_root="data", device="auto", runs="runs/bench", thresholds=None)
+    ns = RESULTS_ARGS
     out = ["# Results", "",
            "Generated by `python benchmarks/benchmark.py results` from `benchmarks/results/*.json`; do not edit. "
            "Test accuracy is reported only: every checkpoint was chosen on validation (1,000 held-out labelled "
@@ -481,8 +504,8 @@ def results_md() -> str:
             out.extend(["Rows of options removed in 1.0, as recorded (`git checkout 75ffb15` reruns them):", "",
                         accuracy_table(records, removed, None), ""])
         # Records of a method made before its config changed (e.g. a preset that was fixed): kept, as recorded.
-        earlier = [dict(r, method=f"{r['method']} (earlier config)") for r in records if r["method"] in current
-                   and not same_config(r["config"], method_config(r["method"], r["draw"], args))]
+        earlier = [dict(r, method=f"{r['method']} (earlier: {_changed(r, args)})") for r in records
+                   if r["method"] in current and not same_config(r["config"], method_config(r["method"], r["draw"], args))]
         if earlier:
             names = list(dict.fromkeys(r["method"] for r in earlier))
             out.extend(["Earlier configs of these methods, as recorded (each record holds its full config):", "",

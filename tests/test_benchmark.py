@@ -197,6 +197,16 @@ def test_plan_names_the_draws_recorded_and_to_train():
     assert bench._draw_list([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
 
 
+def test_a_record_of_an_earlier_config_is_named_by_what_it_set_differently():
+    """A preset that changed keeps its old records apart, each group named by the fields that differ today."""
+    import argparse
+
+    bench = _benchmark_module()
+    args = argparse.Namespace(dataset="MNIST", data_root="data", device="cpu", runs="runs/bench")
+    old = bench._key(bench.method_config("vat", 2, args)) | {"eps": 9.0, "num_threads": 1}
+    assert bench._changed({"method": "vat", "draw": 2, "config": old}, args) == "eps=9.0"
+
+
 def test_times_of_a_machine_whose_every_run_shared_the_cores_are_flagged():
     """Times are per machine: where every run on one machine shared the cores, its times are those runs', and the
     table says so for those draws, even when the row's runs on another machine had the cores to themselves."""
@@ -214,6 +224,16 @@ def test_times_of_a_machine_whose_every_run_shared_the_cores_are_flagged():
 def test_committed_results_md_is_what_the_results_files_generate():
     """benchmarks/RESULTS.md is generated, never edited: `python benchmarks/benchmark.py results` rewrites it."""
     assert (REPO / "benchmarks" / "RESULTS.md").read_text() == bench_module.results_md()
+
+
+def test_the_notebooks_ablation_is_the_results_md_rows():
+    """The notebook shows ``ablation_md()``: the same rows, number for number, as RESULTS.md."""
+    committed = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    ablation = bench_module.ablation_md()
+    rows = [line for line in ablation.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split(" | ")[0] for r in rows[:2]] == ["| supervised", "| vat"]
+    assert all(row in committed for row in rows), "a row differs from benchmarks/RESULTS.md"
+    assert "| default | default-no-vat |" in ablation
 
 
 def test_paired_table_differences_by_draw_with_their_standard_error():
