@@ -443,7 +443,8 @@ def loop_table(record: Dict) -> str:
     return "\n".join(lines)
 
 
-PAIRS = [("default", "default-no-vat"), ("default", "default-no-vat-equal-time")]  # (with, without) an ingredient, compared draw by draw in RESULTS.md
+# (with, without) an ingredient, compared draw by draw in RESULTS.md.
+PAIRS = [("default", "default-no-vat"), ("default", "default-no-vat-equal-time")]
 
 
 def paired_table(records: List[Dict], pairs: List[Tuple[str, str]], args: Optional[argparse.Namespace]) -> str:
@@ -465,10 +466,10 @@ def paired_table(records: List[Dict], pairs: List[Tuple[str, str]], args: Option
 
 # The options the results tables read the MNIST records with (a method's config, as run by this benchmark's defaults).
 RESULTS_ARGS = argparse.Namespace(dataset="MNIST", data_root="data", device="auto", runs="runs/bench", thresholds=None)
-ABLATION = ["supervised", "vat", "default-no-vat", "default", "best", "all-labels"]
+ABLATION = ("supervised", "vat", "default-no-vat", "default", "best", "all-labels")
 
 
-def ablation_md(methods: Sequence[str] = tuple(ABLATION)) -> str:
+def ablation_md(methods: Sequence[str] = ABLATION) -> str:
     """The MNIST ablation over labelled draws and the paired comparison, as RESULTS.md gives them (the notebook
     shows it)."""
     records = _load(RESULTS / "accuracy.json")
@@ -477,10 +478,11 @@ def ablation_md(methods: Sequence[str] = tuple(ABLATION)) -> str:
 
 
 def _changed(record: Dict, args: argparse.Namespace) -> str:
-    """What a record's config set differently from its method's config today, e.g. "eps=1.0, entmin_weight=0.0"."""
+    """What a record's config set differently from its method's config today, e.g. "eps=1.0, entmin_weight=0.0":
+    the fields ``same_config`` found different."""
     now = _key(method_config(record["method"], record["draw"], args))
     then = completed_config(record["config"])
-    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if k not in ("num_threads",) and then.get(k) != v)
+    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if then.get(k) != v)
 
 
 def results_md() -> str:

@@ -204,7 +204,7 @@ def test_a_record_of_an_earlier_config_is_named_by_what_it_set_differently():
     bench = _benchmark_module()
     args = argparse.Namespace(dataset="MNIST", data_root="data", device="cpu", runs="runs/bench")
     old = bench._key(bench.method_config("vat", 2, args)) | {"eps": 9.0, "num_threads": 1}
-    assert bench._changed({"method": "vat", "draw": 2, "config": old}, args) == "eps=9.0"
+    assert bench._changed({"method": "vat", "draw": 2, "config": old}, args) == "eps=9.0, num_threads=1"
 
 
 def test_times_of_a_machine_whose_every_run_shared_the_cores_are_flagged():

@@ -198,7 +198,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # VAT on its own: the default recipe without its pseudo-labels and strokes, with entropy minimisation (the VAT
     # paper's VAT+EntMin). Without it, on this CNN, the LDS keeps falling by flattening the predictions until
     # classes merge (draw 0: validation 96.6 % at step 750, 88.0 % at the end; with it 98.9 % and no drift).
-    # eps 3, chosen on validation (draws 1 and 7, where eps 1 stopped at 97.9 and 96.6 %): 98.3 and 99.2 %
+    # eps 3, chosen on validation (draws 1 and 7, best 98.1 and 96.6 % at eps 1): 98.3 and 99.2 %
     # (eps 2: 98.1, 98.2; eps 4: 98.0, 98.5; a class-balance term at eps 1: 97.9, 98.1). Without pseudo-labels,
     # the radius is all that tells VAT how far a class extends; the default keeps eps 1 (its strong views do that).
     "vat": dict(pseudo_weight=0.0, stroke_p=0.0, entmin_weight=1.0, eps=3.0),
