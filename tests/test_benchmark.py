@@ -245,3 +245,30 @@ def test_paired_table_differences_by_draw_with_their_standard_error():
     # differences +0.5, 0, +1.0 points: mean 0.5, s.d. 0.5, s.e. 0.5 / sqrt(3) = 0.29
     assert table.splitlines()[2] == "| a | b | 0-2 | +0.50 +0.00 +1.00 | +0.50 ± 0.29 | 2/3 |"
     assert bench.paired_table(rows, [("a", "nosuch")], None) == ""
+
+
+def test_accuracy_resumes_a_run_interrupted_in_its_folder_and_restarts_any_other(tmp_path, tiny_data, capsys):
+    """A 50,000-step run (the paper preset) spans several benchmark invocations: the benchmark continues the
+    interrupted run it finds in the method's folder, and starts again over a folder holding another run."""
+    import dataclasses
+
+    import vatlib
+    from helpers import tiny_config
+
+    strip = lambda history: [{k: v for k, v in row.items() if k != "time_s"} for row in history]  # noqa: E731
+    cfg = tiny_config(tmp_path, steps=60)
+    full = vatlib.train(dataclasses.replace(cfg, out=str(tmp_path / "full")), data=tiny_data)
+
+    def stop_at_40(run):
+        if run.step == 40:
+            run.request_stop()
+
+    with pytest.raises(vatlib.TrainingInterrupted):
+        vatlib.train(cfg, data=tiny_data, on_eval=stop_at_40)
+    res, resumed_from = bench_module._train_or_resume(cfg, tiny_data)
+    assert resumed_from == 40 and strip(res.history) == strip(full.history)
+
+    other = dataclasses.replace(cfg, eps=cfg.eps * 2)  # the folder now holds a finished run of another config
+    res, resumed_from = bench_module._train_or_resume(other, tiny_data)
+    assert resumed_from is None and res.history[-1]["step"] == 60
+    assert "not resuming" in capsys.readouterr().out
