@@ -49,7 +49,7 @@ from vatlib.config import RECIPE_0_3, completed_config
 from vatlib.records import append as _append
 from vatlib.records import key as _key
 from vatlib.records import load as _load
-from vatlib.records import machine_info, same_config, screen_table
+from vatlib.records import machine_info, same_config, screen_table, unread
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -502,7 +502,7 @@ def _changed(record: Dict, args: argparse.Namespace) -> str:
     the fields ``same_config`` found different."""
     now = _key(method_config(record["method"], record["draw"], args))
     then = completed_config(record["config"])
-    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if then.get(k) != v)
+    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if then.get(k) != v and k not in unread(now))
 
 
 def results_md() -> str:

@@ -98,6 +98,18 @@ def test_records_made_before_a_config_field_existed_still_match():
     assert not bench.same_config({**old, "eps": 1.0}, cfg)
 
 
+def test_a_field_the_run_never_read_does_not_tell_records_apart():
+    """Without VAT, its radius is never read: a record of the default without VAT at eps 1 is the same run as
+    that recipe at any other eps; with VAT it is not."""
+    import vatlib
+
+    bench = _benchmark_module()
+    no_vat = bench._key(vatlib.TrainConfig(vat_weight=0.0, eps=1.0))
+    assert bench.same_config(no_vat, vatlib.TrainConfig(vat_weight=0.0, eps=3.0, xi=1e-6))
+    assert not bench.same_config(no_vat, vatlib.TrainConfig(vat_weight=0.0, eps=3.0, lr=1e-2))
+    assert not bench.same_config(bench._key(vatlib.TrainConfig(eps=1.0)), vatlib.TrainConfig(eps=3.0))
+
+
 def test_set_overrides_are_typed_like_the_fields():
     import pytest
     bench = _benchmark_module()

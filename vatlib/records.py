@@ -4,7 +4,8 @@ A record keeps the run's full config (less where it was written), so a results f
 what each number measured; a run already recorded with the same config is not trained again, which
 is how an interrupted benchmark, screen or tune resumes. Records made by older versions still match:
 a field added since counts as what runs did before it existed, and a record made with an option
-removed since matches nothing today.
+removed since matches nothing today. A field the run never read (VAT's radius in a run without VAT) does
+not tell two runs apart.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 
 from .checkpoint import library_versions, write_json
 from .config import TrainConfig, completed_config, removed_options
 
-__all__ = ["append", "key", "load", "machine_info", "same_config", "screen_table"]
+__all__ = ["append", "key", "load", "machine_info", "same_config", "screen_table", "unread"]
 
 PathLike = Union[str, Path]
 VOLATILE = ("out", "progress")  # where a run was written and whether it showed a bar change nothing it measures
@@ -32,12 +33,17 @@ def key(cfg: TrainConfig) -> Dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE}
 
 
+def unread(config: Dict[str, Any]) -> Tuple[str, ...]:
+    """The fields a run with this config never reads: VAT's (eps, xi, n_power) when VAT is off."""
+    return ("eps", "xi", "n_power") if config.get("vat_weight") == 0 else ()
+
+
 def same_config(recorded: Dict[str, Any], cfg: TrainConfig) -> bool:
     """Whether a recorded config is ``cfg``'s (see the module docstring for older records)."""
     if removed_options(recorded):
         return False
-    full = completed_config(recorded)
-    return all(full.get(k) == v for k, v in key(cfg).items())
+    full, now = completed_config(recorded), key(cfg)
+    return all(full.get(k) == v for k, v in now.items() if k not in unread(now))
 
 
 def load(path: PathLike) -> List[Dict[str, Any]]:
