@@ -193,7 +193,7 @@ def test_ignored_ctrl_c_stays_ignored(tmp_path, tiny_data):
 
 def test_resume_refuses_a_different_config_or_a_missing_state(tmp_path, tiny_data):
     train(tiny_config(tmp_path, steps=20), data=tiny_data)
-    with pytest.raises(ValueError, match=r"config differs .*eps: saved 1.0, now 2.0"):
+    with pytest.raises(ValueError, match=r"config differs .*eps: saved 3.0, now 2.0"):
         train(tiny_config(tmp_path, steps=20, eps=2.0), data=tiny_data, resume=True)
     with pytest.raises(CheckpointError, match=r"elsewhere.last\.pth: no training state to resume from"):
         train(tiny_config(tmp_path, steps=20, out=str(tmp_path / "elsewhere")), data=tiny_data, resume=True)

@@ -36,7 +36,7 @@ def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_dat
 def test_fast_preset_trains_the_pool_first_model_and_its_checkpoint_reloads_it(tmp_path, tiny_data):
     fast = vatlib.PRESETS["fast"]
     # 0.3's default recipe on a cheaper step, nothing else
-    assert fast == {"batch_unlabelled": 64, "pool_first": True, "final_blocks": 1, "steps": 3000}
+    assert fast == {"batch_unlabelled": 64, "pool_first": True, "final_blocks": 1, "steps": 3000, "eps": 1.0}
     result = train(tiny_config(tmp_path, pool_first=True), data=tiny_data)
     assert result.final["test_acc"] > 0.7, result.history  # chance is 0.1
     ck = load_checkpoint(result.checkpoint)
