@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 
 import vatlib
-from vatlib.config import RECIPE_0_3, completed_config
+from vatlib.config import RECIPE_0_3
 from vatlib.records import append as _append
 from vatlib.records import key as _key
 from vatlib.records import load as _load
-from vatlib.records import machine_info, same_config, screen_table, unread
+from vatlib.records import differences, machine_info, same_config, screen_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -167,11 +167,13 @@ def _train_or_resume(cfg: vatlib.TrainConfig, data: vatlib.ImageData) -> Tuple[v
     folder is scratch and is replaced. Returns the result and the step it resumed from (None: from the start)."""
     last = Path(cfg.out) / "last.pth"
     if last.exists():
+        started: List[int] = []
         try:
-            step = int(torch.load(last, map_location="cpu", weights_only=False)["resume"]["step"])
-            res = vatlib.train(cfg, data=data, resume=True)
-            return res, step
-        except (KeyError, TypeError, ValueError, vatlib.CheckpointError) as e:
+            res = vatlib.train(cfg, data=data, resume=True, on_start=lambda run: started.append(run.step))
+            return res, started[0]
+        except (ValueError, vatlib.CheckpointError) as e:
+            if started:  # the run itself failed, after resuming: not a folder to start again
+                raise
             print(f"    not resuming {last} ({e}); starting it again", flush=True)
     return vatlib.train(cfg, data=data, overwrite=True), None
 
@@ -500,9 +502,8 @@ def ablation_md(methods: Sequence[str] = ABLATION) -> str:
 def _changed(record: Dict, args: argparse.Namespace) -> str:
     """What a record's config set differently from its method's config today, e.g. "eps=1.0, entmin_weight=0.0":
     the fields ``same_config`` found different."""
-    now = _key(method_config(record["method"], record["draw"], args))
-    then = completed_config(record["config"])
-    return ", ".join(f"{k}={then.get(k)}" for k, v in now.items() if then.get(k) != v and k not in unread(now))
+    changed = differences(record["config"], method_config(record["method"], record["draw"], args))
+    return ", ".join(f"{k}={v}" for k, v in changed.items())
 
 
 def results_md() -> str:

@@ -22,7 +22,7 @@ import torch
 from .checkpoint import library_versions, write_json
 from .config import TrainConfig, completed_config, removed_options
 
-__all__ = ["append", "key", "load", "machine_info", "same_config", "screen_table", "unread"]
+__all__ = ["append", "differences", "key", "load", "machine_info", "same_config", "screen_table", "unread"]
 
 PathLike = Union[str, Path]
 VOLATILE = ("out", "progress")  # where a run was written and whether it showed a bar change nothing it measures
@@ -38,12 +38,17 @@ def unread(config: Dict[str, Any]) -> Tuple[str, ...]:
     return ("eps", "xi", "n_power") if config.get("vat_weight") == 0 else ()
 
 
+def differences(recorded: Dict[str, Any], cfg: TrainConfig) -> Dict[str, Any]:
+    """The fields a recorded config (completed for older records) set differently from ``cfg``, with its values;
+    fields ``cfg``'s run never reads are not compared."""
+    full, now = completed_config(recorded), key(cfg)
+    skip = unread(now)
+    return {k: full.get(k) for k, v in now.items() if k not in skip and full.get(k) != v}
+
+
 def same_config(recorded: Dict[str, Any], cfg: TrainConfig) -> bool:
     """Whether a recorded config is ``cfg``'s (see the module docstring for older records)."""
-    if removed_options(recorded):
-        return False
-    full, now = completed_config(recorded), key(cfg)
-    return all(full.get(k) == v for k, v in now.items() if k not in unread(now))
+    return not removed_options(recorded) and not differences(recorded, cfg)
 
 
 def load(path: PathLike) -> List[Dict[str, Any]]:

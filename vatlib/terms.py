@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the run calls the terms; the terms only read it
     from .run import Run
 
 __all__ = ["EXTRA_TERMS", "FlexMatchThresholds", "LOSS_TERMS", "LossTerm", "Unlabelled", "active_terms",
-           "register_term", "term_weight"]
+           "pseudo_label_loss", "register_term", "term_weight"]
 
 
 @dataclass
@@ -52,11 +52,18 @@ def _vat_term(run: "Run", u: Unlabelled) -> torch.Tensor:
 
 def _pseudo_term(run: "Run", u: Unlabelled) -> torch.Tensor:
     """Cross-entropy of a strong view against the clean prediction, where that one is confident (FixMatch)."""
+    return pseudo_label_loss(run, u.pos, u.logits.detach().float().softmax(dim=1))
+
+
+def pseudo_label_loss(run: "Run", pos: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """The pseudo-label term for class probabilities ``probs`` (N, C) of the unlabelled images at ``pos``: the
+    cross-entropy of a strong view of each against its most probable class, where that one passes the threshold
+    (FlexMatch's per class when ``pseudo_flex``). An experiment that changes the probabilities calls it."""
     with torch.no_grad():
-        conf, label = u.logits.detach().float().softmax(dim=1).max(dim=1)  # (N,), (N,)
-        threshold = run.flex.thresholds(u.pos, conf, label) if run.flex is not None else run.cfg.pseudo_threshold
+        conf, label = probs.max(dim=1)  # (N,), (N,)
+        threshold = run.flex.thresholds(pos, conf, label) if run.flex is not None else run.cfg.pseudo_threshold
         mask = (conf >= threshold).to(conf.dtype)
-    strong, _ = run.views(run.unlabelled[u.pos], strong=True)
+    strong, _ = run.views(run.unlabelled[pos], strong=True)
     return (F.cross_entropy(run.model(strong), label, reduction="none") * mask).mean()
 
 

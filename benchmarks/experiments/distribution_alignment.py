@@ -14,12 +14,10 @@ built-in term does not run beside it.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
-import torch.nn.functional as F
 
 import vatlib
+from vatlib.terms import pseudo_label_loss
 
 WINDOW = 128  # unlabelled batches in the running mean of the predictions (ReMixMatch's)
 
@@ -41,18 +39,13 @@ class Alignment:
         return q / q.sum(1, keepdim=True)
 
 
-_STATE: Dict[int, Alignment] = {}  # by id(run)
-
-
 def aligned_pseudo_term(run, u) -> torch.Tensor:
-    """The built-in pseudo-label term, on aligned clean predictions."""
-    align = _STATE.setdefault(id(run), Alignment(run))
+    """The built-in pseudo-label term, on aligned clean predictions (the alignment's state lives on the run)."""
+    if not hasattr(run, "alignment"):
+        run.alignment = Alignment(run)
     with torch.no_grad():
-        conf, label = align.align(u.logits.detach().float().softmax(dim=1)).max(dim=1)
-        threshold = run.flex.thresholds(u.pos, conf, label) if run.flex is not None else run.cfg.pseudo_threshold
-        mask = (conf >= threshold).to(conf.dtype)
-    strong, _ = run.views(run.unlabelled[u.pos], strong=True)
-    return (F.cross_entropy(run.model(strong), label, reduction="none") * mask).mean()
+        probs = run.alignment.align(u.logits.detach().float().softmax(dim=1))
+    return pseudo_label_loss(run, u.pos, probs)
 
 
 vatlib.register_term("pseudo_da", aligned_pseudo_term, clean_grad=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -127,11 +127,10 @@ class Propagation:
         self.step = run.step
 
 
-_STATE: Dict[int, Propagation] = {}  # by id(run): a screen's runs follow one another in one process
-
-
 def lp_term(run, u) -> torch.Tensor:
-    state = _STATE.setdefault(id(run), Propagation())
+    if not hasattr(run, "propagation"):  # on the run: a screen's next run starts afresh
+        run.propagation = Propagation()
+    state = run.propagation
     if run.step >= START and (state.label is None or run.step - state.step >= EVERY):
         state.refresh(run)
     if state.label is None:
@@ -159,7 +158,8 @@ def main() -> None:
     order = torch.cat([split.labelled, split.unlabelled, split.validation])
     feats = embed_all(model, data.train_images[order])
     n_l, n_v = len(split.labelled), len(split.validation)
-    label, certainty, _ = pseudo_labels(feats, torch.arange(n_l), data.train_labels[split.labelled], 10)
+    num_classes = int(data.train_labels.max()) + 1
+    label, certainty, _ = pseudo_labels(feats, torch.arange(n_l), data.train_labels[split.labelled], num_classes)
     val_y = data.train_labels[split.validation]
     model_pred = vatlib.predict(model, data.train_images[split.validation])
     print(f"{args.checkpoint}: draw {cfg['data_seed']}; validation accuracy: model {(model_pred == val_y).float().mean():.2%}, "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Dict, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +43,10 @@ def tta_probabilities(model: torch.nn.Module, images: torch.Tensor, batch: int =
     return torch.cat(out)
 
 
-_LABELS: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}  # by id(run): (labels, kept) over run.unlabelled
-
-
 def _teacher_labels(run) -> Tuple[torch.Tensor, torch.Tensor]:
-    if id(run) not in _LABELS:
+    """(labels, kept) over run.unlabelled, computed once per run and kept on it (a screen's next run, of another
+    draw, needs its own teacher)."""
+    if not hasattr(run, "teacher_labels"):
         pattern = os.environ.get("VATLIB_TEACHER")
         if not pattern:
             raise ValueError("the teacher term needs VATLIB_TEACHER, a checkpoint path with {draw} in it")
@@ -57,8 +56,8 @@ def _teacher_labels(run) -> Tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{path}: a teacher of draw {ckpt['config']['data_seed']}, not {run.cfg.data_seed}")
         teacher = vatlib.model_from_checkpoint(ckpt, path).to(run.device)
         conf, label = tta_probabilities(teacher, run.train_images[run.unlabelled]).max(1)
-        _LABELS[id(run)] = (label.to(run.device), (conf >= THRESHOLD).float().to(run.device))
-    return _LABELS[id(run)]
+        run.teacher_labels = (label.to(run.device), (conf >= THRESHOLD).float().to(run.device))
+    return run.teacher_labels
 
 
 def teacher_term(run, u) -> torch.Tensor:
