@@ -55,18 +55,15 @@ def _pseudo_term(run: "Run", u: Unlabelled) -> torch.Tensor:
     return pseudo_label_loss(run, u.pos, u.logits.detach().float().softmax(dim=1))
 
 
-def pseudo_label_loss(run: "Run", pos: torch.Tensor, probs: torch.Tensor,
-                      strong: Optional[torch.Tensor] = None) -> torch.Tensor:
+def pseudo_label_loss(run: "Run", pos: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """The pseudo-label term for class probabilities ``probs`` (N, C) of the unlabelled images at ``pos``: the
     cross-entropy of a strong view of each against its most probable class, where that one passes the threshold
-    (FlexMatch's per class when ``pseudo_flex``). An experiment that changes the probabilities, or the strong views
-    (``strong``, (N, 1, H, W); default: ``run.views(..., strong=True)``), calls it."""
+    (FlexMatch's per class when ``pseudo_flex``). An experiment that changes the probabilities calls it."""
     with torch.no_grad():
         conf, label = probs.max(dim=1)  # (N,), (N,)
         threshold = run.flex.thresholds(pos, conf, label) if run.flex is not None else run.cfg.pseudo_threshold
         mask = (conf >= threshold).to(conf.dtype)
-    if strong is None:
-        strong, _ = run.views(run.unlabelled[pos], strong=True)
+    strong, _ = run.views(run.unlabelled[pos], strong=True)
     return (F.cross_entropy(run.model(strong), label, reduction="none") * mask).mean()
 
 
