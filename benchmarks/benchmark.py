@@ -492,7 +492,7 @@ PAPER_ERRORS = {"TPAMI 2018 (arXiv 1704.03976)": 1.36, "ICLR 2016 (arXiv 1507.00
 
 def paper_table(records: List[Dict], args: Optional[argparse.Namespace]) -> str:
     """The paper preset's final-step test error per draw (the paper reports its final model) beside the paper's."""
-    rows = current_records(records, "paper", args)  # a record is written when its run has ended, all steps rows
+    rows = current_records(records, "paper", args)  # a record is written when its run has ended, all steps done
     if not rows:
         return ""
     errors = [100 * (1 - r["final"]["test_acc"]) for r in rows]
