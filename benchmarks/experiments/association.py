@@ -15,8 +15,9 @@ gradient over the unlabelled batch (the clean logits come without their features
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 import vatlib
 
@@ -42,7 +43,7 @@ def association_losses(emb_l: torch.Tensor, labels: torch.Tensor, emb_u: torch.T
     target = same / same.sum(dim=1, keepdim=True)
     walker = -(target * p_lul.clamp_min(1e-8).log()).sum(dim=1).mean()
     visit_p = p_lu.mean(dim=0)  # (U,): how often each unlabelled image is visited
-    visit = -(visit_p.clamp_min(1e-8).log()).mean() - torch.log(torch.tensor(float(len(visit_p))))  # KL(uniform||visit)
+    visit = -(visit_p.clamp_min(1e-8).log()).mean() - math.log(len(visit_p))  # KL(uniform || visit)
     return walker, visit
 
 
