@@ -11,8 +11,9 @@ evenly across the batch (the marginal-entropy half, which keeps one class from s
 It trains through the clean pass, so it registers with ``clean_grad=True``.
 
 Screened on validation (docs/EXPERIMENTS.md, 2026-12-03): level with the default on its weakest
-draws (weight 0.3: 98.9 / 99.2 % on draws 3 / 8, the default's own figures; weight 1: 99.0 % on draw 3),
-so it stays out of the library and is kept here as the example of ``vatlib.register_term``.
+draws (weight 0.3: 98.9 / 99.2 % on draws 3 / 8, the default's own figures; weight 1: 99.0 / 99.3 %,
+one image ahead on each), so it stays out of the library and is kept here as the example of
+``vatlib.register_term``.
 """
 
 from __future__ import annotations
