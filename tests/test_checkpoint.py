@@ -25,7 +25,8 @@ def test_round_trip_restores_outputs_and_metadata(tmp_path):
     x = torch.rand(8, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
     ck = load_checkpoint(path)
-    assert ck["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2, "pool_first": False}
+    assert ck["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2, "pool_first": False,
+                           "in_channels": 1}
     assert ck["config"] == {"seed": 0, "eps": 3.0} and ck["step"] == 5
     assert ck["val_acc"] == 0.5 and ck["test_acc"] == 0.25
     assert torch.equal(ck["labelled_indices"], torch.arange(10))
@@ -41,7 +42,7 @@ def test_pool_first_round_trip_keeps_the_architecture(tmp_path):
     path = tmp_path / "m.pth"
     _save(path, model)
     assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2,
-                                              "pool_first": True}
+                                              "pool_first": True, "in_channels": 1}
     loaded = load_model(path)
     assert loaded.pool_first
     x = torch.rand(8, 1, 28, 28)
@@ -57,7 +58,7 @@ def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
     path = tmp_path / "m.pth"
     _save(path, model)
     assert load_checkpoint(path)["model"] == {"name": "convnet", "num_classes": 10, "width": 4, "final_blocks": 2,
-                                              "pool_first": False}
+                                              "pool_first": False, "in_channels": 1}
     loaded = load_model(path)
     assert loaded.final_blocks == 2
     x = torch.rand(8, 1, 28, 28)
@@ -66,30 +67,65 @@ def test_final_blocks_round_trip_keeps_the_architecture(tmp_path):
         ConvNet(width=4, final_blocks=0)
 
 
-def test_checkpoints_written_before_1_0_load_as_they_were_saved_or_are_refused_naming_the_version(tmp_path):
+def test_a_checkpoint_of_an_earlier_format_is_refused_naming_its_version_and_the_tag_that_loads_it(tmp_path):
     from vatlib.checkpoint import atomic_torch_save
 
-    # Before 1.0 a spec named final_blocks and pool_first only when they differed from 0.x's defaults (1, False),
-    # and ConvNet's own defaults were 0.x's: such a spec still builds the one-block model it was saved from.
-    old = ConvNet(width=4, final_blocks=1).eval()
     path = tmp_path / "old.pth"
-    _save(path, old)
+    _save(path)
     ckpt = load_checkpoint(path)
-    ckpt["model"] = {"name": "convnet", "num_classes": 10, "width": 4}
+    ckpt["format"], ckpt["versions"]["vatlib"] = "vatlib-checkpoint-v1", "0.3.0"
     atomic_torch_save(ckpt, path)
-    x = torch.rand(4, 1, 28, 28)
-    assert load_model(path).final_blocks == 1 and torch.equal(load_model(path)(x), old(x))
-    # An ensemble (vatlib 0.4's members option) is refused, saying where it can be loaded.
-    ckpt["model"] = {"name": "ensemble", "members": [ckpt["model"], ckpt["model"]]}
-    atomic_torch_save(ckpt, path)
-    with pytest.raises(CheckpointError, match=r"old.pth: cannot build .* ensembles of models were removed in vatlib "
-                                              r"1.0 \(they live in vatlib 0.4: git checkout 75ffb15\)"):
+    with pytest.raises(CheckpointError, match=r"old.pth: written by vatlib 0.3.0 in the format 'vatlib-checkpoint-v1', "
+                                              r"which vatlib 2\.\d+\.\d+ does not read; vatlib 1.0 \(git checkout "
+                                              r"v1.0.0\) loads it"):
         load_model(path)
+
+
+@pytest.mark.parametrize("where", ["state_dict", "resume.model_state", "resume.ema_state"])
+def test_weights_holding_nan_or_inf_are_refused_naming_the_file_and_the_tensor(tmp_path, where):
+    """A diverged run's weights evaluate to chance without a word: loading (and so resuming) refuses them."""
+    from vatlib.checkpoint import atomic_torch_save
+
+    path = tmp_path / "nan.pth"
+    model = _save(path)
+    ckpt = load_checkpoint(path)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    weights["head.weight"][0, 0] = float("nan" if where != "resume.ema_state" else "inf")
+    if where == "state_dict":
+        ckpt["state_dict"] = weights
+    else:
+        ckpt["resume"] = {"model_state": model.state_dict(), "ema_state": model.state_dict(),
+                          where.split(".")[1]: weights}
+    atomic_torch_save(ckpt, path)
+    with pytest.raises(CheckpointError, match=rf"nan.pth: tensor 'head.weight' of {where} holds 1 non-finite value"):
+        load_model(path)
+
+
+def test_a_model_of_ones_own_round_trips_through_its_checkpoint(tmp_path):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+
+        def forward(self, x):
+            return self.net(x)
+
+    path = tmp_path / "mine.pth"
+    model = _save(path, Tiny())
+    spec = load_checkpoint(path)["model"]
+    assert spec == {"name": "custom", "class": f"{Tiny.__module__}.{Tiny.__qualname__}"}
+    with pytest.raises(CheckpointError, match=r"mine.pth: holds the weights of a model of your own \(class .*Tiny\); "
+                                              r"build one and pass it: load_model\(path, model=Tiny\(...\)\)"):
+        load_model(path)
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.equal(load_model(path, model=Tiny())(x), model(x))
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_model(path, model=ConvNet(width=4))
 
 
 def test_saved_weight_names_stay_what_earlier_checkpoints_hold():
     """A checkpoint is loaded by parameter name, so a refactor of ConvNet must not rename them: these are the names
-    best_model.pth (default order) and the fast preset's checkpoints (pool_first) were saved with."""
+    best_model.pth (one final block) and the small-fast preset's checkpoints (pool_first) were saved with."""
     default = list(ConvNet(width=4, final_blocks=1).state_dict())
     assert default[:3] == ["features.0.0.weight", "features.0.1.weight", "features.0.1.bias"]
     assert "features.2.0.weight" in default  # the second block, after the first block and its pool
@@ -119,17 +155,15 @@ def test_shipped_best_model_reproduces_its_recorded_accuracy(mnist):
     assert evaluate(model, mnist.test_images, mnist.test_labels) == pytest.approx(ck["test_acc"], abs=1e-6)
 
 
-def test_shipped_best_model_was_trained_with_the_best_preset():
-    """The README says `python -m vatlib train --preset best` retrains best_model.pth: its config must be that."""
+def test_shipped_best_model_was_trained_with_the_small_long_preset():
+    """The README says `python -m vatlib train --preset small-long` retrains best_model.pth: its config must be that
+    preset's recipe on draw 0, and the file is in today's format (it loads with no help)."""
     from helpers import REPO
-    from vatlib import preset_config
-    from vatlib.config import completed_config
+    from vatlib import draw_config, preset_config, same_recipe
 
-    where = ("out", "progress", "device", "num_threads")  # where and how it ran, not what it trained
-    saved = completed_config(load_checkpoint(REPO / "best_model.pth")["config"])  # + fields added since, as they ran
-    trained = {k: v for k, v in saved.items() if k not in where}
-    preset = {k: v for k, v in preset_config("best").to_dict().items() if k not in where}
-    assert trained == preset
+    ckpt = load_checkpoint(REPO / "best_model.pth")
+    assert same_recipe(ckpt["config"], draw_config(preset_config("small-long"), 0))
+    assert set(ckpt["config"]) == set(preset_config().to_dict())
 
 
 def test_missing_file(tmp_path):
@@ -224,7 +258,8 @@ def test_mlp_round_trips_and_its_noise_acts_in_training_only(tmp_path):
     assert torch.equal(model(x), model(x))
     path = tmp_path / "mlp.pth"
     _save(path, model)
-    assert load_checkpoint(path)["model"] == {"name": "mlp", "num_classes": 10, "hidden": [32, 16], "noise": 0.5}
+    assert load_checkpoint(path)["model"] == {"name": "mlp", "num_classes": 10, "hidden": [32, 16], "noise": 0.5,
+                                              "in_features": 784}
     assert torch.equal(load_model(path)(x), model(x))
     with pytest.raises(ValueError, match="expected images of shape"):
         model(torch.rand(8, 784))

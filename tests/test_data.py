@@ -207,7 +207,12 @@ def test_image_data_from_numpy_arrays():
 
 @pytest.mark.parametrize("change, error, message", [
     (dict(train_images=torch.rand(10, 28, 28)), TypeError, r"train_images must be uint8 pixels 0-255, got dtype torch.float32"),
-    (dict(train_images=torch.zeros(10, 1, 28, 28, dtype=torch.uint8)), ValueError, r"shape \(N, 28, 28\), got \(10, 1, 28, 28\)"),
+    (dict(train_images=torch.zeros(10, 784, dtype=torch.uint8)), ValueError,
+         r"train_images must have shape \(N, H, W\) or \(N, C, H, W\), got \(10, 784\)"),
+        (dict(train_images=torch.zeros(10, 28, 28, 3, dtype=torch.uint8)), ValueError,
+         r"channels last \(N, H, W, C\) by the look of it; allowed: \(N, C, H, W\) \(images.permute\(0, 3, 1, 2\)\)"),
+        (dict(train_images=torch.zeros(10, 1, 28, 28, dtype=torch.uint8)), ValueError,
+         r"train_images are \(1, 28, 28\) per image but test_images are \(28, 28\); allowed: the same shape"),
     (dict(train_labels=torch.arange(10.0)), TypeError, "train_labels must be a 1-D array of integer class indices"),
     (dict(train_labels=torch.arange(9)), ValueError, "train_images has 10 images but train_labels has 9 labels"),
     (dict(train_labels=torch.arange(10) - 1), ValueError, "train_labels holds -1; allowed: class indices 0..C-1"),

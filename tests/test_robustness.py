@@ -20,6 +20,7 @@ import torch
 
 from helpers import REPO, idx_bytes, mnist_copy, synthetic_digits, tiny_config
 from helpers import save_test_checkpoint as _save
+import vatlib
 from vatlib import CheckpointError, ConvNet, TrainingInterrupted, load_checkpoint, load_model, train, vat_loss
 from vatlib import checkpoint as checkpoint_module
 from vatlib.__main__ import main
@@ -310,7 +311,7 @@ def test_full_disk_while_saving_names_the_file_and_the_intact_checkpoint(tmp_pat
         real_fsync(fd)
 
     monkeypatch.setattr(checkpoint_module.os, "fsync", filling_disk)
-    # 0.2's recipe (entropy minimisation, no pseudo-labels or strokes): its second evaluation improves on
+    # VAT with entropy minimisation (no pseudo-labels or strokes): its second evaluation improves on
     # validation, so the write that fails is that of best.pth.
     code = main(["train", "--steps", "20", "--eval-every", "5", "--width", "4", "--batch-unlabelled", "16",
                  "--out", str(out), "--no-progress", "--num-threads", "1", "--max-shift", "0",
@@ -370,8 +371,8 @@ def test_same_seeds_twice_give_identical_labelled_indices_and_metrics(tmp_path, 
 # --- bad inputs to the public functions -------------------------------------------------------------
 
 BAD_IMAGES = [
-    (torch.rand(2, 28, 28), ValueError, r"shape \(N, 1, 28, 28\), got \(2, 28, 28\) \(add the channel dim"),
-    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, 28, 28\), got \(2, 3, 32, 32\)"),
+    (torch.rand(2, 28, 28), ValueError, r"shape \(N, 1, H, W\) with H, W >= 4, got \(2, 28, 28\) \(add the channel dim"),
+    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, H, W\) with H, W >= 4, got \(2, 3, 32, 32\)"),
     ((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8), TypeError, "floating-point images .* vatlib.to_float"),
     (torch.rand(2, 1, 28, 28, dtype=torch.float64), TypeError, "torch.float64 on cpu but the model is torch.float32"),
     (torch.rand(2, 1, 28, 28) * 255, ValueError, r"scaled to \[0, 1\], got values from .* \(0-255 pixels\?"),
@@ -389,7 +390,7 @@ def test_loaded_model_rejects_bad_images_with_a_clear_error(x, error, message):
 
 @pytest.mark.parametrize("x, error, message", [
     (torch.rand(2, 28, 28), ValueError, "add the channel dim"),  # from the model: vat_loss takes any shape
-    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, 28, 28\)"),
+    (torch.rand(2, 3, 32, 32), ValueError, r"shape \(N, 1, H, W\)"),
     ((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8), TypeError, "floating-point tensor"),
     (torch.rand(2, 1, 28, 28, dtype=torch.float64), TypeError, "torch.float64 on cpu but the model is torch.float32"),
     (torch.rand(2, 1, 28, 28) * 255, ValueError, r"0-255 pixels\?"),
@@ -408,3 +409,48 @@ def test_perturbed_images_are_accepted():
     x = torch.rand(4, 1, 28, 28)
     assert torch.isfinite(vat_loss(model, x, eps=4.0))
     assert model(x + 4.0 * torch.nn.functional.normalize(torch.randn_like(x).flatten(1)).view_as(x)).shape == (4, 10)
+
+
+# --- two runs into one folder ----------------------------------------------------------------------------------------
+
+def test_a_second_run_into_a_folder_another_run_is_writing_to_is_refused_at_once(tmp_path, tiny_data):
+    """Two runs started at the same moment into one folder: the second is refused while the first holds it, and the
+    first one's files stay whole."""
+    refused = []
+
+    def second_run(run):
+        with pytest.raises(vatlib.RunLockedError, match=rf"{tmp_path / 'run'} is in use by another run \(pid "
+                                                        rf"{os.getpid()} on .*\); nothing was changed"):
+            vatlib.train(tiny_config(tmp_path, seed=1), data=tiny_data, overwrite=True)
+        refused.append(run.step)
+
+    first = vatlib.train(tiny_config(tmp_path, steps=40), data=tiny_data, on_start=second_run)
+    assert refused == [0] and first.history[-1]["step"] == 40
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["config"]["seed"] == 0  # the first run's files, whole
+    assert not (tmp_path / "run" / ".lock").exists()  # released when the run ended
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder_and_no_lock(tmp_path, tiny_data):
+    rgb = vatlib.ImageData.from_arrays(tiny_data.train_images[:, None].repeat(1, 3, 1, 1), tiny_data.train_labels,
+                                       tiny_data.test_images[:, None].repeat(1, 3, 1, 1), tiny_data.test_labels)
+    out = tmp_path / "deep" / "run"
+    with pytest.raises(ValueError, match="draws a pen stroke"):  # refused once the data are known, under the lock
+        vatlib.train(tiny_config(tmp_path, out=str(out), stroke_p=0.5), data=rgb)
+    assert list(tmp_path.iterdir()) == [tmp_path / "KMNIST"]  # the tiny data's folder only: no run folder left
+
+
+def test_a_lock_left_by_a_dead_process_blocks_nothing(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from vatlib.runs import FolderLock\n"
+                               f"with FolderLock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(vatlib.RunLockedError, match=rf"pid {holder.pid} on "):
+            vatlib.train(tiny_config(tmp_path, steps=20), data=tiny_data)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up of its own; its lock file stays
+        holder.wait()
+    assert (out / ".lock").exists()
+    assert vatlib.train(tiny_config(tmp_path, steps=20), data=tiny_data).history[-1]["step"] == 20

@@ -33,10 +33,7 @@ def test_vat_training_beats_chance_and_writes_best_checkpoint(tmp_path, tiny_dat
 
 
 @pytest.mark.slow
-def test_fast_preset_trains_the_pool_first_model_and_its_checkpoint_reloads_it(tmp_path, tiny_data):
-    fast = vatlib.PRESETS["fast"]
-    # 0.3's default recipe on a cheaper step, nothing else
-    assert fast == {"batch_unlabelled": 64, "pool_first": True, "final_blocks": 1, "steps": 3000, "eps": 1.0}
+def test_the_pool_first_model_trains_and_its_checkpoint_reloads_it(tmp_path, tiny_data):
     result = train(tiny_config(tmp_path, pool_first=True), data=tiny_data)
     assert result.final["test_acc"] > 0.7, result.history  # chance is 0.1
     ck = load_checkpoint(result.checkpoint)
@@ -116,8 +113,8 @@ def test_cli_preset_then_explicit_flags_override(monkeypatch):
 
     seen = []
     monkeypatch.setattr(cli, "train", lambda cfg, **kw: seen.append(cfg) or (_ for _ in ()).throw(KeyboardInterrupt))
-    assert main(["train", "--preset", "best", "--eps", "0.5", "--no-progress"]) == 130
-    assert seen[0].steps == PRESETS["best"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/best"
+    assert main(["train", "--preset", "small-long", "--eps", "0.5", "--no-progress"]) == 130
+    assert seen[0].steps == PRESETS["small-long"]["steps"] and seen[0].eps == 0.5 and seen[0].out == "runs/small-long"
     assert main(["train", "--supervised-only", "--steps", "9"]) == 130
     assert (seen[1].vat_weight, seen[1].entmin_weight, seen[1].balance_weight) == (0.0, 0.0, 0.0)
     assert (seen[1].steps, seen[1].out) == (9, "runs/supervised")
@@ -126,7 +123,7 @@ def test_cli_preset_then_explicit_flags_override(monkeypatch):
     assert seen[2] == seen[1]  # --supervised-only is --preset supervised
     assert main(["train", "--preset", "vat", "--steps", "9"]) == 130
     assert (seen[3].pseudo_weight, seen[3].stroke_p, seen[3].vat_weight, seen[3].out) == (0.0, 0.0, 1.0, "runs/vat")
-    assert main(["train", "--supervised-only", "--preset", "best"]) == 2
+    assert main(["train", "--supervised-only", "--preset", "small-long"]) == 2
     with pytest.raises(SystemExit):
         main(["train", "--preset", "nope"])
 
@@ -201,7 +198,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_cuda_training_steps_never_wait_for_the_device(tmp_path, tiny_data, amp):
     from vatlib import Run, split_train
 
-    # Every term and augmentation of the default recipe and of 0.2's, so that none of them may hide a sync.
+    # Every term and augmentation of the default recipe and of VAT with entropy minimisation, so that none of them may hide a sync.
     cfg = tiny_config(tmp_path, device="cuda", out="", amp=amp, entmin_weight=1.0, max_rotate=10.0, pseudo_weight=1.0,
                       pseudo_flex=True, stroke_p=0.5, balance_weight=0.5)
     run = Run(cfg, tiny_data, split_train(tiny_data.train_labels, 3, 60, 0), torch.device("cuda"))
@@ -234,7 +231,7 @@ def test_training_on_arrays_of_ones_own_records_them(tmp_path, tiny_data, capsys
 
     own = ImageData.from_arrays(tiny_data.train_images.numpy(), tiny_data.train_labels.numpy(),
                                 tiny_data.test_images.numpy(), tiny_data.test_labels.numpy(), name="my-digits")
-    # 80 steps: the default CNN (two blocks at 7x7) learns the toy data more slowly than 0.3's did in 40
+    # 80 steps: the default CNN (two blocks at 7x7) learns the toy data more slowly than the small model did in 40
     result = train(tiny_config(tmp_path, steps=80), data=own)
     assert result.final["test_acc"] > 0.5
     recorded = load_checkpoint(result.checkpoint)["data"]
@@ -275,6 +272,9 @@ def test_only_a_term_that_trains_through_the_clean_pass_gives_it_a_gradient(tmp_
     assert _grad_modes_of_passes(_run(tmp_path, tiny_data)) == [(16, True), (32, False), (32, True), (32, True)]
     ent = _run(tmp_path, tiny_data, entmin_weight=1.0)
     assert _grad_modes_of_passes(ent) == [(16, True), (32, True), (32, True), (32, True)]
+    # The pseudo-labels' target is the clean prediction too; they train through a fifth pass, the strong view.
+    pseudo = _run(tmp_path, tiny_data, pseudo_weight=1.0)
+    assert _grad_modes_of_passes(pseudo) == [(16, True), (32, False), (32, True), (32, True), (32, True)]
     # The supervised preset makes the labelled pass only.
     supervised = _run(tmp_path, tiny_data, **vatlib.PRESETS["supervised"])
     assert supervised.terms == [] and _grad_modes_of_passes(supervised) == [(16, True)]
@@ -289,45 +289,52 @@ def _confident_logits(label, confident, n_classes=10):
 
 def test_pseudo_term_trains_the_strong_view_towards_confident_clean_predictions(tmp_path, tiny_data):
     import torch.nn.functional as F
-    from vatlib.terms import LOSS_TERMS, Unlabelled
+    from vatlib.terms import TermContext, builtin_terms
     run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=False, pseudo_threshold=0.9)
-    xu, pos = run.unlabelled_batch()
-    label = torch.arange(len(pos)) % 10
-    confident = torch.arange(len(pos)) % 3 == 0
-    u = Unlabelled(xu, _confident_logits(label, confident), pos)
-    before = run.gen.get_state()
-    loss = LOSS_TERMS["pseudo"].fn(run, u)
-    run.gen.set_state(before)  # the same strong view again, by hand
-    strong, _ = run.views(run.unlabelled[pos], strong=True)
+    index = torch.arange(32)
+    xu, _ = run.views(run.unlabelled[index])
+    strong, _ = run.views(run.unlabelled[index], strong=True)
+    label = torch.arange(len(index)) % 10
+    confident = torch.arange(len(index)) % 3 == 0
+    term = builtin_terms(run.cfg)["pseudo"]
+    assert term.strong_view and not term.clean_grad and term.init_state(5, 10) == {}  # no memory without FlexMatch
+    ctx = TermContext(run.model, xu, _confident_logits(label, confident), index, step=1, strong=strong)
+    loss = term.fn(ctx)
     per_sample = F.cross_entropy(run.model(strong), label, reduction="none")
     assert torch.allclose(loss, (per_sample * confident).mean())  # only the confident third, at their own class
     assert loss.requires_grad
     # The strong view: rotated/zoomed (bilinear, so not the weak view's exact 1/255 steps).
     assert not torch.equal(strong, xu)
     assert ((strong * 255 - (strong * 255).round()).abs() > 1e-3).any()
-    # Nothing is confident: the term is zero; the clean pass then needs no gradient for it.
-    u = Unlabelled(xu, _confident_logits(label, torch.zeros(len(pos), dtype=torch.bool)), pos)
-    assert LOSS_TERMS["pseudo"].fn(run, u) == 0
-    assert not LOSS_TERMS["pseudo"].clean_grad
+    # Nothing is confident: the term is zero.
+    ctx.logits = _confident_logits(label, torch.zeros(len(index), dtype=torch.bool))
+    assert term.fn(ctx) == 0
 
 
 def test_flexmatch_thresholds_are_low_for_classes_with_few_confident_predictions(tmp_path, tiny_data):
+    from vatlib.terms import flexmatch_thresholds
     run = _run(tmp_path, tiny_data, pseudo_weight=1.0, pseudo_flex=True, pseudo_threshold=0.9)
-    memory, classes = run.flex.memory, torch.arange(10)
+    memory, classes = run.term_state["pseudo"]["memory"], torch.arange(10)  # the run's memory, one slot per image
     assert (memory == -1).all() and len(memory) == len(run.unlabelled) == 510
+
+    def thresholds(conf):
+        return flexmatch_thresholds(memory, classes, torch.full((10,), conf), classes, 0.9, 10)
+
     # Warm-up: nothing was confident yet, so every threshold is 0; the confident predictions are remembered.
-    assert torch.equal(run.flex.thresholds(classes, torch.full((10,), 0.95), classes), torch.zeros(10))
+    assert torch.equal(thresholds(0.95), torch.zeros(10))
     assert torch.equal(memory[:10], classes) and (memory[10:] == -1).all()
     # beta = a class's count over the largest count, the never-confident images' included.
     memory[:100], memory[100:150], memory[150:] = 0, 1, 2
     beta = torch.tensor([100, 50, 360] + [0] * 7) / 360
-    thresholds = run.flex.thresholds(classes, torch.full((10,), 0.5), classes)
-    assert torch.allclose(thresholds, 0.9 * beta / (2 - beta))
-    assert thresholds[2] == pytest.approx(0.9) and thresholds[3] == 0  # the most confident class gets tau itself
+    found = thresholds(0.5)
+    assert torch.allclose(found, 0.9 * beta / (2 - beta))
+    assert found[2] == pytest.approx(0.9) and found[3] == 0  # the most confident class gets tau itself
     assert (memory[:10] == 0).all()  # 0.5 < 0.9: not confident, the memory keeps what it had
     memory[150:] = -1  # 360 never-confident images outnumber class 0's 100: still warming up
-    thresholds = run.flex.thresholds(classes, torch.full((10,), 0.5), classes)
-    assert torch.allclose(thresholds[:2], 0.9 * beta[:2] / (2 - beta[:2])) and (thresholds[2:] == 0).all()
+    found = thresholds(0.5)
+    assert torch.allclose(found[:2], 0.9 * beta[:2] / (2 - beta[:2])) and (found[2:] == 0).all()
+    run.train_step()  # the run's pseudo term writes to the same memory
+    assert run.state_dict()["term_state"]["pseudo"]["memory"].tolist() == memory.tolist()
 
 
 @pytest.mark.slow
@@ -340,44 +347,10 @@ def test_pseudo_labels_train_and_resume_exactly(tmp_path, tiny_data):
     cut = tiny_config(tmp_path, **cfg, out=str(tmp_path / "cut"))
     with pytest.raises(vatlib.TrainingInterrupted):
         train(cut, data=tiny_data, on_step=lambda run: run.step == 67 and run.request_stop())
-    assert (load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["confident_class"] >= 0).any()
+    assert (load_checkpoint(tmp_path / "cut" / "last.pth")["resume"]["term_state"]["pseudo"]["memory"] >= 0).any()
     resumed = train(cut, data=tiny_data, resume=True)
     strip = lambda history: [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
-
-
-@pytest.mark.slow
-def test_a_run_saved_before_a_field_existed_resumes_as_it_ran(tmp_path, tiny_data):
-    from vatlib.checkpoint import atomic_torch_save
-    from vatlib.config import BEFORE_FIELD
-
-    def interrupted_by_an_older_version(*dropped, **removed_fields):
-        with pytest.raises(vatlib.TrainingInterrupted):
-            train(tiny_config(tmp_path, steps=60), data=tiny_data, overwrite=True,
-                  on_eval=lambda run: run.step == 20 and run.request_stop())
-        last = tmp_path / "run" / "last.pth"
-        ckpt = load_checkpoint(last)
-        for field in dropped:
-            del ckpt["config"][field]
-        ckpt["config"].update(removed_fields)  # the options 0.4 had and 1.0 removed
-        ckpt["versions"]["vatlib"] = "0.4.0"
-        atomic_torch_save(ckpt, last)
-
-    # Fields added with their old behaviour as default: missing means that default. Removed options that were
-    # off (0.4 wrote every one of them) are the same run.
-    interrupted_by_an_older_version("term_weights", "stroke_p", strong_stroke=0.0, cutout=0, members=1,
-                                    entmin_on="clean", vat_target="model")
-    assert BEFORE_FIELD["stroke_p"] == 0.0  # the run ran without strokes, and so does the tiny config
-    assert train(tiny_config(tmp_path, steps=60), data=tiny_data, resume=True).history[-1]["step"] == 60
-    # A removed option that was on: that run cannot be continued here, and the message says where it can.
-    interrupted_by_an_older_version(strong_stroke=0.5, cutout=0)
-    with pytest.raises(vatlib.CheckpointError, match=r"vatlib 0.4.0 with option\(s\) strong_stroke=0.5, removed in "
-                                                     r"vatlib 1.0 \(they live in vatlib 0.4: git checkout 75ffb15\)"):
-        train(tiny_config(tmp_path, steps=60), data=tiny_data, resume=True)
-    # A missing stroke_p meant no stroke, whatever today's default: resuming with strokes is refused.
-    interrupted_by_an_older_version("stroke_p")
-    with pytest.raises(ValueError, match=r"stroke_p: saved 0.0, now 0.5"):
-        train(tiny_config(tmp_path, steps=60, stroke_p=0.5), data=tiny_data, resume=True)
 
 
 def test_all_labels_reference_trains_on_every_label_but_the_validation_ones(tmp_path, tiny_data):
@@ -398,9 +371,9 @@ def test_a_registered_term_is_trained_logged_and_weighed_by_its_config(tmp_path,
     from vatlib.terms import EXTRA_TERMS, register_term
     seen = []
 
-    def confidence(run, u):  # the mean top-class probability of the clean pass, to be raised
-        seen.append((run.step, tuple(u.x.shape), u.adv_logits is not None))
-        return -u.logits.softmax(dim=1).amax(dim=1).mean()
+    def confidence(ctx):  # the mean top-class probability of the clean pass, to be raised
+        seen.append((ctx.step, tuple(ctx.x.shape), ctx.adv_logits is not None, ctx.strong, ctx.state))
+        return -ctx.logits.softmax(dim=1).amax(dim=1).mean()
 
     register_term("confidence", confidence, clean_grad=True)
     try:
@@ -410,7 +383,7 @@ def test_a_registered_term_is_trained_logged_and_weighed_by_its_config(tmp_path,
         assert seen == [] and "loss_confidence" not in off.history[0]  # registered, but not weighed: not run
         run = _run(tmp_path, tiny_data, term_weights={"confidence": 0.5}, rampup_steps=10)
         assert _grad_modes_of_passes(run) == [(16, True), (32, True), (32, True), (32, True)]  # clean_grad honoured
-        assert seen == [(1, (32, 1, 28, 28), True)] and run.weight("confidence") == pytest.approx(0.05)
+        assert seen == [(1, (32, 1, 28, 28), True, None, {})] and run.weight("confidence") == pytest.approx(0.05)
         on = train(tiny_config(tmp_path, steps=20, out="", term_weights={"confidence": 0.5}), data=tiny_data)
         assert -1 <= on.history[0]["loss_confidence"] < 0
         assert on.history != off.history
@@ -441,3 +414,18 @@ def test_the_paper_preset_trains_the_papers_mlp_with_its_schedule(tmp_path, tiny
     model = load_model(result.checkpoint)
     assert isinstance(model, vatlib.MLP) and model.hidden == [1200, 600, 300, 150] and model.noise == 0.5
     assert evaluate(model, tiny_data.test_images, tiny_data.test_labels) == pytest.approx(result.final["test_acc"])
+
+
+def test_the_example_experiment_plugs_its_term_in_through_the_documented_context(tmp_path, tiny_data):
+    """benchmarks/experiments/example_term.py registers IMSAT's mutual information as a TermContext function."""
+    import importlib.util
+
+    from vatlib.terms import EXTRA_TERMS
+    path = REPO / "benchmarks" / "experiments" / "example_term.py"
+    spec = importlib.util.spec_from_file_location("example_term", path)
+    try:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        result = train(tiny_config(tmp_path, steps=20, out="", term_weights={"mi": 0.5}), data=tiny_data)
+        assert all(-math.log(10) <= row["loss_mi"] < 0 for row in result.history)  # between -log K and 0
+    finally:
+        EXTRA_TERMS.pop("mi", None)

@@ -1,25 +1,25 @@
-"""vatlib: semi-supervised MNIST with 100 labels and Virtual Adversarial Training."""
+"""vatlib: semi-supervised image classification from few labels with Virtual Adversarial Training."""
 
 from ._version import __version__
 from .augment import random_affine, random_stroke, random_translate
 from .checkpoint import (CheckpointError, SaveError, load_checkpoint, load_model, model_from_checkpoint, save_checkpoint,
                          write_json)
-from .config import PRESETS, TrainConfig, draw_config, parse_draws, preset_config
+from .config import PRESETS, TrainConfig, draw_config, parse_draws, preset_config, recipe, same_recipe
 from .data import DATASETS, DataError, ImageData, Split, load_dataset, sample_labelled, split_train, to_float
 from .inference import evaluate, predict, resolve_device
 from .model import MLP, MODELS, ConvNet, build_model
 from .run import Run
-from .runs import RunExistsError, TrainingInterrupted, TrainResult, train
-from .terms import LOSS_TERMS, register_term
+from .runs import RunExistsError, RunLockedError, TrainingInterrupted, TrainResult, train
+from .terms import LOSS_TERMS, TermContext, pseudo_label_loss, register_term
 from .tune import tune, tune_table
 from .vat import DEFAULT_XI, EntropyLoss, VATLoss, balance_loss, entropy_loss, l2_normalize, vat_loss, vat_perturbation
 
 __all__ = [
-    "CheckpointError", "ConvNet", "MLP", "DATASETS", "DEFAULT_XI", "DataError", "EntropyLoss", "ImageData", "LOSS_TERMS",
-    "MODELS", "PRESETS", "Run", "RunExistsError", "SaveError", "Split", "TrainConfig", "TrainingInterrupted",
-    "TrainResult", "VATLoss", "__version__", "balance_loss", "build_model", "draw_config", "entropy_loss", "evaluate",
-    "l2_normalize", "load_checkpoint", "load_dataset", "load_model", "model_from_checkpoint", "parse_draws", "predict",
-    "preset_config", "random_affine", "random_stroke", "random_translate", "register_term", "resolve_device",
-    "sample_labelled", "save_checkpoint", "split_train", "to_float", "train", "tune", "tune_table", "vat_loss",
-    "vat_perturbation", "write_json",
+    "balance_loss", "build_model", "CheckpointError", "ConvNet", "DataError", "DATASETS", "DEFAULT_XI", "draw_config",
+    "entropy_loss", "EntropyLoss", "evaluate", "ImageData", "l2_normalize", "load_checkpoint", "load_dataset",
+    "load_model", "LOSS_TERMS", "MLP", "model_from_checkpoint", "MODELS", "parse_draws", "predict", "preset_config",
+    "PRESETS", "pseudo_label_loss", "random_affine", "random_stroke", "random_translate", "recipe", "register_term",
+    "resolve_device", "Run", "RunExistsError", "RunLockedError", "same_recipe", "sample_labelled", "save_checkpoint",
+    "SaveError", "Split", "split_train", "TermContext", "to_float", "train", "TrainConfig", "TrainingInterrupted",
+    "TrainResult", "tune", "tune_table", "vat_loss", "vat_perturbation", "VATLoss", "__version__", "write_json",
 ]

@@ -138,6 +138,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _describe(spec: dict) -> str:
     """A checkpoint's model spec in words: "convnet (width 16)", "mlp (1200-600-300-150)"."""
+    if spec["name"] == "custom":
+        return f"a model of one's own ({spec.get('class')})"
     if spec["name"] == "mlp":
         return f"mlp ({'-'.join(map(str, spec['hidden']))})"
     return f"{spec['name']} (width {spec.get('width')})"
@@ -149,6 +151,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.path}: trained on arrays given in Python ({ckpt['data']['name']}), which the "
                               f"command line cannot load; evaluate it with vatlib.evaluate(vatlib.load_model(path), "
                               f"images, labels)")
+    if ckpt["model"]["name"] == "custom":
+        raise CheckpointError(f"{args.path}: holds a model of one's own ({ckpt['model'].get('class')}), which the "
+                              f"command line cannot build; evaluate it with vatlib.evaluate(vatlib.load_model(path, "
+                              f"model=YourModel(...)), images, labels)")
     model = model_from_checkpoint(ckpt, args.path).to(resolve_device(args.device))
     dataset = ckpt["config"].get("dataset", "MNIST")
     data = load_dataset(dataset, args.data_root)

@@ -3,6 +3,8 @@
 Every function takes its random numbers from the ``generator`` it is given (on the CPU, or on the
 GPU with a generator there), so a run's views are fixed by its seed, and works on a whole batch at
 once (one gather or one ``grid_sample``), so a view costs about as much as a copy of the batch.
+Shifts, rotations and zooms work on images of any size and any number of channels C, moving all
+channels of an image alike; the stroke is pen ink, for single-channel images only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["random_affine", "random_stroke", "random_translate", "view"]
 
 def view(images: torch.Tensor, shift: int, rotate: float, scale: float,
          generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """uint8 images (N, H, W) -> a random view, float (N, 1, H, W) in [0, 1].
+    """uint8 images (N, H, W) or (N, C, H, W) -> a random view, float (N, C, H, W) in [0, 1].
 
     Integer shifts when there is no rotation or zoom (exact pixels, no interpolation blur), else a
     bilinear affine map (``random_affine``).
@@ -29,20 +31,25 @@ def view(images: torch.Tensor, shift: int, rotate: float, scale: float,
 
 
 def random_translate(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Shift each image (N, H, W) by its own random integer offset in [-max_shift, max_shift]^2, zero fill.
+    """Shift each image (N, H, W) or (N, C, H, W) by its own random integer offset in [-max_shift, max_shift]^2,
+    zero fill; every channel of an image moves alike.
 
     Vectorised with one gather, so it costs about as much as a copy of the batch.
     """
     if max_shift == 0:
         return images
-    n, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (N, H+2s, W+2s)
+    n, (h, w) = images.shape[0], images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)  # (N, [C,] H+2s, W+2s)
     # Offsets are drawn where the generator lives (the CPU, or the GPU with a generator there), then moved.
     where = generator.device if generator is not None else images.device
     shifts = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=where).to(images.device)
     rows = (shifts[0] + torch.arange(h, device=images.device))[:, :, None]  # (N, H, 1)
     cols = (shifts[1] + torch.arange(w, device=images.device))[:, None, :]  # (N, 1, W)
-    return padded[torch.arange(n, device=images.device)[:, None, None], rows, cols]
+    batch = torch.arange(n, device=images.device)[:, None, None]  # (N, 1, 1)
+    if images.dim() == 3:
+        return padded[batch, rows, cols]
+    channels = torch.arange(images.shape[1], device=images.device)[None, :, None, None]  # (1, C, 1, 1)
+    return padded[batch[:, None], channels, rows[:, None], cols[:, None]]
 
 
 def random_stroke(x: torch.Tensor, p: float, length: Tuple[float, float] = (6.0, 12.0), width: float = 2.0,
@@ -54,9 +61,15 @@ def random_stroke(x: torch.Tensor, p: float, length: Tuple[float, float] = (6.0,
     antialiased edges; it is added as ink (the pixel-wise maximum), so the digit underneath stays.
     It stands for the extra strokes handwriting varies by (a crossbar, a serif, a flick): the class
     of a labelled image is taken to survive one. Returns a new tensor; ``p=0`` returns ``x`` itself.
+
+    Raises:
+        ValueError: the images have more than one channel (ink is drawn on single-channel images only).
     """
     if p == 0:
         return x
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"random_stroke draws pen ink on single-channel images (N, 1, H, W), got {tuple(x.shape)}; "
+                         "for images of several channels train with stroke_p=0")
     n, _, h, w = x.shape
     where = generator.device if generator is not None else x.device
     ink = (x.flatten(1) > 0.5).float().to(where)  # (N, H*W)
@@ -77,13 +90,14 @@ def random_stroke(x: torch.Tensor, p: float, length: Tuple[float, float] = (6.0,
 
 def random_affine(images: torch.Tensor, max_shift: float, max_rotate: float, max_scale: float,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Per-sample random rotation, scaling and translation of uint8 images (N, H, W) -> float (N, 1, H, W) in [0, 1].
+    """Per-sample random rotation, scaling and translation of uint8 images (N, H, W) or (N, C, H, W) -> float
+    (N, C, H, W) in [0, 1].
 
     Angles are uniform in [-max_rotate, max_rotate] degrees, scales in [1 - max_scale, 1 + max_scale],
     shifts in [-max_shift, max_shift] pixels; bilinear sampling, zero fill. One ``grid_sample`` for
     the whole batch, so it costs well under a millisecond for a training batch.
     """
-    n, h, w = images.shape
+    n, (h, w) = images.shape[0], images.shape[-2:]
     where = generator.device if generator is not None else images.device
     u = torch.rand(4, n, generator=generator, device=where).mul_(2).sub_(1).to(images.device)  # uniform in [-1, 1]
     angle = u[0] * (max_rotate * torch.pi / 180)

@@ -15,18 +15,20 @@ import platform
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Union
+from typing import Any, BinaryIO, Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from ._version import __version__
-from .model import SPEC_BEFORE_1_0, build_model, model_spec
+from .model import build_model, model_spec
 
 __all__ = ["CheckpointError", "FORMAT", "SaveError", "cpu_state_dict", "library_versions", "load_checkpoint",
            "load_model", "model_from_checkpoint", "save_checkpoint", "write_json"]
 
-FORMAT = "vatlib-checkpoint-v1"
+FORMAT = "vatlib-checkpoint-v2"
+# Checkpoints of earlier formats, and the version of vatlib that reads them.
+EARLIER_FORMATS = {"vatlib-checkpoint-v1": "vatlib 1.0 (git checkout v1.0.0)"}
 PathLike = Union[str, Path]
 REQUIRED_KEYS = ("format", "model", "state_dict", "config", "labelled_indices", "step", "val_acc", "test_acc", "versions")
 
@@ -143,40 +145,68 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if found in EARLIER_FORMATS:
+        version = ckpt.get("versions", {}).get("vatlib", "?") if isinstance(ckpt.get("versions"), dict) else "?"
+        raise CheckpointError(f"{path}: written by vatlib {version} in the format {found!r}, which vatlib {__version__} "
+                              f"does not read; {EARLIER_FORMATS[found]} loads it")
+    if found != FORMAT:
         raise CheckpointError(f"{path}: not a vatlib checkpoint (format {found!r}, expected {FORMAT!r})")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing field(s) {missing}")
+    resume = ckpt.get("resume") if isinstance(ckpt.get("resume"), dict) else {}
+    for where, weights in (("state_dict", ckpt["state_dict"]), ("resume.model_state", resume.get("model_state")),
+                           ("resume.ema_state", resume.get("ema_state"))):
+        _check_finite(path, where, weights)
     return ckpt
 
 
-def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Module:
+def _check_finite(path: Path, where: str, weights: Any) -> None:
+    """Raise a CheckpointError naming the first tensor of ``weights`` (a state dict) that holds NaN or inf."""
+    if not isinstance(weights, dict):
+        return
+    for name, t in weights.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: tensor {name!r} of {where} holds {bad} non-finite value(s) (NaN or inf) "
+                                  f"out of {t.numel()}; these weights cannot be used (the run that wrote them diverged, "
+                                  f"or the file was altered)")
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu", model: Optional[nn.Module] = None) -> nn.Module:
     """Rebuild the model a checkpoint describes, load its weights, and return it in eval mode.
+
+    ``model``: the module to load the weights into; needed for a model of your own (its checkpoint names its
+    class), optional for vatlib's own, which the checkpoint describes.
 
     Example::
 
         model = load_model("best_model.pth")
         logits = model(images)  # images (N, 1, 28, 28) in [0, 1] -> logits (N, 10)
+        mine = load_model("runs/mine/best.pth", model=MyNet())  # a model of your own
     """
-    return model_from_checkpoint(load_checkpoint(path), path).to(device)
+    return model_from_checkpoint(load_checkpoint(path), path, model).to(device)
 
 
-def model_from_checkpoint(ckpt: Dict[str, Any], source: PathLike = "checkpoint") -> nn.Module:
-    """The model (eval mode, on the CPU) that an already loaded checkpoint dict describes.
+def model_from_checkpoint(ckpt: Dict[str, Any], source: PathLike = "checkpoint",
+                          model: Optional[nn.Module] = None) -> nn.Module:
+    """The model (eval mode, on the CPU unless ``model`` is elsewhere) that an already loaded checkpoint dict
+    describes, or ``model`` with the checkpoint's weights.
 
     ``source`` names the file in error messages. Use it to read a file once and get both the
     metadata and the model: ``ckpt = load_checkpoint(p); model = model_from_checkpoint(ckpt, p)``.
     """
-    path = source
-    spec = dict(ckpt["model"])
-    if spec.get("name") == "convnet":  # written before 1.0: only the fields that differed from 0.x's defaults
-        spec = {**SPEC_BEFORE_1_0, **spec}
-    try:
-        model = build_model(spec.pop("name"), **spec)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path}: cannot build the model it describes ({ckpt['model']}): {e}") from None
+    path, spec = source, dict(ckpt["model"])
+    if model is None:
+        if spec.get("name") == "custom":
+            short = spec.get("class", "?").rsplit(".", 1)[-1]
+            raise CheckpointError(f"{path}: holds the weights of a model of your own (class {spec.get('class')}); "
+                                  f"build one and pass it: load_model(path, model={short}(...))")
+        try:
+            model = build_model(spec.pop("name"), **spec)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{path}: cannot build the model it describes ({ckpt['model']}): {e}") from None
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

@@ -8,8 +8,8 @@ the genuine data loads (the published archive, a recompressed one, a decompresse
 change of the data is refused. The published archive digests are only a fast path, and for
 KMNIST, whose decompressed digests are not recorded here, the archive MD5 is the check.
 
-Data of your own: ``ImageData.from_arrays(...)`` (uint8 images (N, 28, 28) and integer labels,
-as tensors or numpy arrays) gives the same object ``load_dataset`` returns.
+Data of your own: ``ImageData.from_arrays(...)`` (uint8 images (N, H, W) or (N, C, H, W) of any size,
+and integer labels, as tensors or numpy arrays) gives the same object ``load_dataset`` returns.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class DataError(RuntimeError):
 
 
 class ImageData(NamedTuple):
-    """A dataset in memory: images uint8 (N, 28, 28), labels int64 (N,) in 0..C-1, and where it came from.
+    """A dataset in memory: uint8 images (N, H, W) (one channel, as MNIST is loaded) or (N, C, H, W), labels int64
+    (N,) in 0..K-1, and where it came from.
 
     Data of your own, as tensors or numpy arrays::
 
@@ -96,7 +97,8 @@ class ImageData(NamedTuple):
     @classmethod
     def from_arrays(cls, train_images: Any, train_labels: Any, test_images: Any, test_labels: Any, *,
                     name: str = "arrays") -> "ImageData":
-        """Checked ``ImageData`` from uint8 images (N, 28, 28) and integer labels (N,), tensors or numpy arrays.
+        """Checked ``ImageData`` from uint8 images (N, H, W) or (N, C, H, W) and integer labels (N,), tensors or numpy
+        arrays. Train and test images must have the same shape per image.
 
         Raises:
             ValueError / TypeError: naming the array, what it is and what is allowed.
@@ -116,8 +118,11 @@ class ImageData(NamedTuple):
                 if t.dtype != torch.uint8:
                     raise TypeError(f"{field} must be uint8 pixels 0-255, got dtype {t.dtype} "
                                     f"(images in [0, 1]? use (x * 255).round().to(torch.uint8))")
-                if t.dim() != 3 or tuple(t.shape[1:]) != (28, 28):
-                    raise ValueError(f"{field} must have shape (N, 28, 28), got {tuple(t.shape)}")
+                if t.dim() not in (3, 4) or min(t.shape[1:]) < 1:
+                    raise ValueError(f"{field} must have shape (N, H, W) or (N, C, H, W), got {tuple(t.shape)}")
+                if t.dim() == 4 and t.shape[3] in (1, 3, 4) and t.shape[1] > 4:
+                    raise ValueError(f"{field} has shape {tuple(t.shape)}, channels last (N, H, W, C) by the look of "
+                                     f"it; allowed: (N, C, H, W) (images.permute(0, 3, 1, 2)) or (N, H, W)")
             else:
                 if t.dtype.is_floating_point or t.dtype == torch.bool or t.dim() != 1:
                     raise TypeError(f"{field} must be a 1-D array of integer class indices, got {t.dtype} "
@@ -130,6 +135,9 @@ class ImageData(NamedTuple):
             n_img, n_lbl = len(out[f"{split}_images"]), len(out[f"{split}_labels"])
             if n_img != n_lbl:
                 raise ValueError(f"{split}_images has {n_img} images but {split}_labels has {n_lbl} labels")
+        if out["train_images"].shape[1:] != out["test_images"].shape[1:]:
+            raise ValueError(f"train_images are {tuple(out['train_images'].shape[1:])} per image but test_images are "
+                             f"{tuple(out['test_images'].shape[1:])}; allowed: the same shape for both")
         n_classes = int(out["train_labels"].max()) + 1 if len(out["train_labels"]) else 0
         if n_classes < 2:
             raise ValueError(f"train_labels must name at least 2 classes, found {n_classes}")
@@ -142,6 +150,12 @@ class ImageData(NamedTuple):
             raise ValueError(f"test_labels holds class {int(out['test_labels'].max())}, but the training labels "
                              f"only go up to {n_classes - 1}")
         return cls(name, **out, source="arrays")
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of one image as the models see it: (1, 28, 28) for MNIST."""
+        shape = tuple(self.train_images.shape[1:])
+        return (1, *shape) if len(shape) == 2 else shape  # type: ignore[return-value]
 
     def fingerprint(self) -> Dict[str, Any]:
         """What a run records about its data: name, source, sizes and a SHA-256 of the tensors' bytes."""
@@ -361,6 +375,15 @@ def split_train(labels: torch.Tensor, per_class: int = 10, n_validation: int = 1
     return Split(labelled, perm[n_validation:].sort().values, perm[:n_validation].sort().values)
 
 
+def as_nchw(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) -> (N, 1, H, W), a view; (N, C, H, W) as it is."""
+    if images.dim() == 3:
+        return images.unsqueeze(1)
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}")
+    return images
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]."""
-    return images.unsqueeze(1).float().div_(255.0)
+    """uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W) in [0, 1] (C = 1 for (N, H, W))."""
+    return as_nchw(images).float().div_(255.0)

@@ -30,7 +30,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Predicted classes (N,) for uint8 images (N, 28, 28) or float images (N, 1, 28, 28) in [0, 1]."""
+    """Predicted classes (N,) for uint8 images (N, H, W) or (N, C, H, W), or float images (N, C, H, W) in [0, 1].
+
+    ``model`` is any module that maps float images (N, C, H, W) to logits; a vatlib model checks the images first.
+    """
     if images.dtype != torch.uint8 and hasattr(model, "check_input"):
         model.check_input(images[:1].to(next(model.parameters())))  # dtype, shape; the range of one image
     was_training = model.training
@@ -48,7 +51,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Accuracy in [0, 1] of ``model`` on uint8 images (N, 28, 28) with labels (N,)."""
+    """Accuracy in [0, 1] of ``model`` on images (as ``predict`` takes them) with labels (N,)."""
     if len(images) == 0:
         return float("nan")
     return (predict(model, images, batch_size) == labels.cpu()).float().mean().item()

@@ -1,13 +1,14 @@
-"""The models: a small CNN for 28x28 grayscale digits, and the VAT paper's MLP.
+"""vatlib's own models: a small CNN, and the VAT paper's MLP.
 
-Every model here takes images scaled to [0, 1], shape (N, 1, 28, 28), and returns logits
-(N, num_classes). Normalisation happens inside the model, so callers never need to know the
-dataset statistics and VAT's eps is measured in plain pixel units.
+Every model here takes images scaled to [0, 1], shape (N, C, H, W) (MNIST: (N, 1, 28, 28)), and
+returns logits (N, num_classes). Normalisation happens inside the model, so callers never need to
+know the dataset statistics and VAT's eps is measured in plain pixel units. ``train`` also takes a
+model of your own: any ``nn.Module`` that maps such images to logits.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
 
 
 class ImageClassifier(nn.Module):
-    """What every model here shares: images (N, 1, 28, 28) in [0, 1] -> ``embed`` (N, D) -> ``head`` -> logits (N, C),
+    """What every model here shares: images (N, C, H, W) in [0, 1] -> ``embed`` (N, D) -> ``head`` -> logits (N, K),
     and a check of every input (shape, dtype, device, range) while ``check_inputs`` is on, for models in users'
     hands. ``train`` turns it off for the models it trains on images it made itself: the range check costs a
     reduction per pass and, on a GPU, a host synchronisation."""
@@ -42,13 +43,18 @@ class ImageClassifier(nn.Module):
     num_classes: int
     head: nn.Module
 
+    def input_shape_ok(self, shape: Tuple[int, ...]) -> bool:
+        """Whether one image of this shape (C, H, W) fits the model."""
+        raise NotImplementedError
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError/TypeError that says what is wrong with ``x`` and how to fix it."""
+        want = self.expected_input
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor of images (N, 1, 28, 28), got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            hint = " (add the channel dim: x.unsqueeze(1))" if tuple(x.shape[-2:]) == (28, 28) and x.dim() == 3 else ""
-            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}{hint}")
+            raise TypeError(f"expected a torch.Tensor of images {want}, got {type(x).__name__}")
+        if x.dim() != 4 or not self.input_shape_ok(tuple(x.shape[1:])):
+            hint = " (add the channel dim: x.unsqueeze(1))" if x.dim() == 3 and self.input_shape_ok((1, *x.shape[1:])) else ""
+            raise ValueError(f"expected images of shape {want}, got {tuple(x.shape)}{hint}")
         weight = next(self.parameters())
         if not x.is_floating_point():
             raise TypeError(f"expected floating-point images scaled to [0, 1], got dtype {x.dtype} "
@@ -79,7 +85,8 @@ class ConvNet(ImageClassifier):
 
     The defaults are the default recipe's model (``TrainConfig`` width and final_blocks).
 
-    Shapes for width w: (N,1,28,28) -> w @28 -> pool -> 2w @14 -> pool -> 4w @7 -> GAP -> (N, C).
+    Shapes for width w on 28x28 images: (N,C,28,28) -> w @28 -> pool -> 2w @14 -> pool -> 4w @7 -> GAP -> (N, K).
+    Any image size of at least 4x4 works (global average pooling); ``in_channels`` is C.
 
     ``final_blocks``: conv blocks in the last (7x7, 4w-channel) stage. The second one adds capacity
     where it is cheapest (a 7x7 map costs a sixteenth of a 28x28 one per channel) and lets the head
@@ -90,25 +97,25 @@ class ConvNet(ImageClassifier):
     traffic of the network's largest activations, with the same parameters.
     """
 
-    def __init__(self, num_classes: int = 10, width: int = 16, pool_first: bool = False, final_blocks: int = 2) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 16, pool_first: bool = False, final_blocks: int = 2,
+                 in_channels: int = 1) -> None:
         super().__init__()
-        if num_classes < 2 or width < 1 or final_blocks < 1:
-            raise ValueError(f"ConvNet needs num_classes >= 2, width >= 1 and final_blocks >= 1, "
-                             f"got {num_classes}, {width}, {final_blocks}")
+        if num_classes < 2 or width < 1 or final_blocks < 1 or in_channels < 1:
+            raise ValueError(f"ConvNet needs num_classes >= 2, width >= 1, final_blocks >= 1 and in_channels >= 1, "
+                             f"got {num_classes}, {width}, {final_blocks}, {in_channels}")
         self.num_classes, self.width, self.pool_first = num_classes, width, bool(pool_first)
-        self.final_blocks = int(final_blocks)
+        self.final_blocks, self.in_channels = int(final_blocks), int(in_channels)
         w = width
         # 28 -> 14: conv -> pool -> BN -> ReLU, or conv -> BN -> ReLU -> pool. The pool-first layers sit
-        # flat in ``features`` (features.0 the conv ... features.4 the next block), the layout the fast
-        # preset's checkpoints were saved with (its accuracy records come from them).
-        block1 = [*_conv_bn(1, w, pool=True)] if pool_first else [_conv_bn(1, w), nn.MaxPool2d(2)]
+        # flat in ``features`` (features.0 the conv ... features.4 the next block).
+        block1 = [*_conv_bn(in_channels, w, pool=True)] if pool_first else [_conv_bn(in_channels, w), nn.MaxPool2d(2)]
         self.features = nn.Sequential(
             *block1,
             _conv_bn(w, 2 * w),
             _conv_bn(2 * w, 2 * w),
             nn.MaxPool2d(2),  # 14 -> 7
             _conv_bn(2 * w, 4 * w),
-            *[_conv_bn(4 * w, 4 * w) for _ in range(self.final_blocks - 1)],  # after it: earlier weight names stay
+            *[_conv_bn(4 * w, 4 * w) for _ in range(self.final_blocks - 1)],
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),  # (N, 4w)
         )
@@ -119,6 +126,13 @@ class ConvNet(ImageClassifier):
         self.check_inputs = True
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD), persistent=False)
+
+    @property
+    def expected_input(self) -> str:
+        return f"(N, {self.in_channels}, H, W) with H, W >= 4"
+
+    def input_shape_ok(self, shape: Tuple[int, ...]) -> bool:
+        return len(shape) == 3 and shape[0] == self.in_channels and min(shape[1:]) >= 4
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features((x - self.pixel_mean) / self.pixel_std)
@@ -141,43 +155,51 @@ class MLP(ImageClassifier):
     after Salimans et al. 2016), and a Linear-BN output layer (as in the authors' code). Pixels enter as they are,
     in [0, 1], so eps is in the paper's units."""
 
-    def __init__(self, num_classes: int = 10, hidden: Sequence[int] = (1200, 600, 300, 150), noise: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 10, hidden: Sequence[int] = (1200, 600, 300, 150), noise: float = 0.5,
+                 in_features: int = 28 * 28) -> None:
         super().__init__()
-        if num_classes < 2 or not hidden or min(hidden) < 1 or noise < 0:
-            raise ValueError(f"MLP needs num_classes >= 2, hidden sizes >= 1 and noise >= 0, got {num_classes}, "
-                             f"{list(hidden)}, {noise}")
+        if num_classes < 2 or not hidden or min(hidden) < 1 or noise < 0 or in_features < 1:
+            raise ValueError(f"MLP needs num_classes >= 2, hidden sizes >= 1, noise >= 0 and in_features >= 1, got "
+                             f"{num_classes}, {list(hidden)}, {noise}, {in_features}")
         self.num_classes, self.hidden, self.noise = num_classes, [int(h) for h in hidden], float(noise)
+        self.in_features = int(in_features)
         layers: list = [nn.Flatten()]
-        for n_in, n_out in zip([28 * 28, *self.hidden[:-1]], self.hidden):
+        for n_in, n_out in zip([self.in_features, *self.hidden[:-1]], self.hidden):
             layers += [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True),
                        GaussianNoise(self.noise)]
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Linear(self.hidden[-1], num_classes, bias=False), nn.BatchNorm1d(num_classes))
         self.check_inputs = True
 
+    @property
+    def expected_input(self) -> str:
+        return f"(N, C, H, W) with C * H * W = {self.in_features}"
+
+    def input_shape_ok(self, shape: Tuple[int, ...]) -> bool:
+        return len(shape) == 3 and shape[0] * shape[1] * shape[2] == self.in_features
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
 MODELS = {"convnet": ConvNet, "mlp": MLP}  # what TrainConfig.model trains
-# The architecture before 1.0 wrote final_blocks and pool_first only when they differed from these.
-SPEC_BEFORE_1_0 = {"final_blocks": 1, "pool_first": False}
 
 
 def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:
     """Instantiate a model by name, e.g. ``build_model("convnet", num_classes=10, width=16)``."""
-    if name == "ensemble":
-        raise ValueError("ensembles of models were removed in vatlib 1.0 (they live in vatlib 0.4: git checkout 75ffb15)")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
     return MODELS[name](**kwargs)
 
 
 def model_spec(model: nn.Module) -> Dict[str, Any]:
-    """The plain-typed description that ``build_model(**spec)`` turns back into the same architecture."""
+    """The plain-typed description of a model's architecture. ``build_model(**spec)`` turns that of vatlib's own
+    models back into the same architecture; a model of your own is named by its class (``name`` "custom"), and
+    its checkpoint holds its weights for ``load_model(path, model=YourModel(...))``."""
     if type(model) is MLP:
-        return {"name": "mlp", "num_classes": model.num_classes, "hidden": list(model.hidden), "noise": model.noise}
+        return {"name": "mlp", "num_classes": model.num_classes, "hidden": list(model.hidden), "noise": model.noise,
+                "in_features": model.in_features}
     if type(model) is ConvNet:
         return {"name": "convnet", "num_classes": model.num_classes, "width": model.width,
-                "final_blocks": model.final_blocks, "pool_first": model.pool_first}
-    raise ValueError(f"model of type {type(model).__name__} is not one of {sorted(MODELS)}")
+                "final_blocks": model.final_blocks, "pool_first": model.pool_first, "in_channels": model.in_channels}
+    return {"name": "custom", "class": f"{type(model).__module__}.{type(model).__qualname__}"}

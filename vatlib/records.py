@@ -1,11 +1,8 @@
 """Results files: lists of JSON records, one per run, shared by the benchmark, the screens and ``tune``.
 
 A record keeps the run's full config (less where it was written), so a results file says exactly
-what each number measured; a run already recorded with the same config is not trained again, which
-is how an interrupted benchmark, screen or tune resumes. Records made by older versions still match:
-a field added since counts as what runs did before it existed, and a record made with an option
-removed since matches nothing today. A field the run never read (VAT's radius in a run without VAT) does
-not tell two runs apart.
+what each number measured; a run already recorded with the same recipe (``vatlib.config.recipe``) is
+not trained again, which is how an interrupted benchmark, screen or tune resumes.
 """
 
 from __future__ import annotations
@@ -15,40 +12,33 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Union
 
 import torch
 
 from .checkpoint import library_versions, write_json
-from .config import TrainConfig, completed_config, removed_options
+from .config import TrainConfig, recipe, same_recipe
 
-__all__ = ["append", "differences", "key", "load", "machine_info", "same_config", "screen_table", "unread"]
+__all__ = ["append", "differences", "key", "load", "machine_info", "same_config", "screen_table"]
 
 PathLike = Union[str, Path]
-VOLATILE = ("out", "progress")  # where a run was written and whether it showed a bar change nothing it measures
 
 
 def key(cfg: TrainConfig) -> Dict[str, Any]:
-    """What identifies a run in a results file: its config, less the ``VOLATILE`` fields."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in VOLATILE}
-
-
-def unread(config: Dict[str, Any]) -> Tuple[str, ...]:
-    """The fields a run with this config never reads: VAT's (eps, xi, n_power) when VAT is off."""
-    return ("eps", "xi", "n_power") if config.get("vat_weight") == 0 else ()
+    """What a record keeps of a run's config: every field but ``out`` (where it was written changes nothing)."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "out"}
 
 
 def differences(recorded: Dict[str, Any], cfg: TrainConfig) -> Dict[str, Any]:
-    """The fields a recorded config (completed for older records) set differently from ``cfg``, with its values;
-    fields ``cfg``'s run never reads are not compared."""
-    full, now = completed_config(recorded), key(cfg)
-    skip = unread(now)
-    return {k: full.get(k) for k, v in now.items() if k not in skip and full.get(k) != v}
+    """The recipe fields a recorded config set differently from ``cfg``'s, with the recorded values (a field the
+    record lacks is None; a field only the record has, e.g. an option since removed, is listed too)."""
+    old, now = recipe(recorded), recipe(cfg)
+    return {k: old.get(k) for k in {**now, **old} if old.get(k) != now.get(k)}
 
 
 def same_config(recorded: Dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a recorded config is ``cfg``'s (see the module docstring for older records)."""
-    return not removed_options(recorded) and not differences(recorded, cfg)
+    """Whether a recorded config is the same run as ``cfg`` (``vatlib.config.same_recipe``)."""
+    return same_recipe(recorded, cfg)
 
 
 def load(path: PathLike) -> List[Dict[str, Any]]:

@@ -1,7 +1,7 @@
 """One training run in memory: ``Run`` holds its state and does its step and its evaluation.
 
 Everything the remaining steps depend on lives in a ``Run`` (model, optimiser, schedule, weight
-average, random generators, FlexMatch's memory, history, best, loss sums), and ``state_dict()`` /
+average, random generators, the loss terms' state, history, best, loss sums), and ``state_dict()`` /
 ``load_state_dict()`` are the one definition of the training state that ``last.pth`` holds. Files,
 resuming and Ctrl-C are ``vatlib.runs``'s business.
 """
@@ -9,10 +9,11 @@ resuming and Ctrl-C are ``vatlib.runs``'s business.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +22,15 @@ from torch import nn
 from .augment import random_stroke, view
 from .checkpoint import cpu_state_dict
 from .config import TrainConfig
-from .data import ImageData, Split
+from .data import ImageData, Split, to_float
 from .inference import evaluate
 from .model import build_model
-from .terms import FlexMatchThresholds, Unlabelled, active_terms, all_terms, term_weight
+from .terms import TermContext, active_terms, all_terms, term_weight
 
-__all__ = ["FiniteGuard", "Run", "WeightAverage", "compile_model"]
+__all__ = ["FiniteGuard", "ModelArg", "Run", "WeightAverage", "compile_model", "make_model"]
+
+# A model of your own for ``train``: a module, or what builds one (a class, a function of no arguments).
+ModelArg = Union[nn.Module, Callable[[], nn.Module], None]
 
 
 # The learning rate's factor at step t, by TrainConfig.lr_schedule, for a run of `steps` steps.
@@ -99,6 +103,55 @@ class FiniteGuard:
                                      f"saving. Lower lr or eps.")
 
 
+def make_model(cfg: TrainConfig, data: ImageData, model: ModelArg = None) -> nn.Module:
+    """The model a run trains, its weights drawn under ``cfg.seed`` (the caller seeds torch first).
+
+    None: vatlib's own, as ``cfg.model`` says, sized for the data's images and classes. A class or a function of
+    no arguments: called now, so the seed draws its weights. A module: its weights are drawn afresh now, by every
+    submodule's ``reset_parameters()`` (what torch's layers call when they are built); a parameter of a module
+    without one keeps its value. Either way the same seed gives the same initial weights.
+    """
+    channels, height, width = data.image_shape
+    num_classes = int(data.train_labels.max()) + 1
+    if model is None:
+        shape = (dict(width=cfg.width, pool_first=cfg.pool_first, final_blocks=cfg.final_blocks, in_channels=channels)
+                 if cfg.model == "convnet" else dict(in_features=channels * height * width))
+        return build_model(cfg.model, num_classes=num_classes, **shape)
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module, or a class or function that builds one; got "
+                            f"{type(model).__name__}")
+        model = model()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"the model factory returned {type(model).__name__}, not an nn.Module")
+    else:
+        for module in model.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"the model ({type(model).__name__}) has no trainable parameters")
+    return model
+
+
+def check_model_output(model: nn.Module, images: torch.Tensor, num_classes: int) -> None:
+    """Raise a ValueError unless ``model`` maps a few images (N, C, H, W) to logits (N, num_classes)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(images)
+    except Exception as e:  # noqa: BLE001 -- any failure here means the model does not take these images
+        raise ValueError(f"the model ({type(model).__name__}) fails on images of shape {tuple(images.shape)} "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); it must map (N, C, H, W) floats "
+                         f"in [0, 1] to logits (N, {num_classes})") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(images), num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model ({type(model).__name__}) returns {got} for images {tuple(images.shape)}; "
+                         f"expected logits ({len(images)}, {num_classes}), one per class of the data")
+
+
 class Run:
     """The state of one training run, and the two things done to it: a step and an evaluation.
 
@@ -107,18 +160,23 @@ class Run:
     """
 
     def __init__(self, cfg: TrainConfig, data: ImageData, split: Split, device: torch.device,
-                 data_info: Optional[Dict[str, Any]] = None) -> None:
+                 data_info: Optional[Dict[str, Any]] = None, model: ModelArg = None) -> None:
         self.cfg, self.data, self.split, self.device = cfg, data, split, device
         self.data_info = data_info if data_info is not None else data.fingerprint()  # hashes the data: pass it once
+        if cfg.stroke_p > 0 and data.image_shape[0] != 1:
+            raise ValueError(f"TrainConfig.stroke_p={cfg.stroke_p} draws a pen stroke, on single-channel images only; "
+                             f"these images have {data.image_shape[0]} channels: set stroke_p=0")
         torch.manual_seed(cfg.seed)  # model init and VAT's random directions
         # Batches and views: on a GPU drawn there, from a generator of its own, so a step never waits for a copy.
         self.gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(cfg.seed)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.num_classes = int(data.train_labels.max()) + 1
-        shape = dict(width=cfg.width, pool_first=cfg.pool_first, final_blocks=cfg.final_blocks) if cfg.model == "convnet" else {}
-        model = build_model(cfg.model, num_classes=self.num_classes, **shape)
-        self.model = model.to(device).to(memory_format=self.memory_format)
-        self.model.check_inputs = False  # the images are made here; users' models keep their checks
+        built = make_model(cfg, data, model)
+        if model is not None:  # a model of one's own: does it take these images and give one logit per class?
+            check_model_output(built, to_float(data.train_images[:2]), self.num_classes)
+        self.model = built.to(device).to(memory_format=self.memory_format)
+        if hasattr(self.model, "check_inputs"):
+            self.model.check_inputs = False  # the images are made here; the model checks users' images again after
         # fused=True on a GPU: one kernel per step, and it can skip a non-finite update on the device.
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      fused=True if device.type == "cuda" else None)
@@ -131,10 +189,12 @@ class Run:
         if cfg.all_labels:  # the fully supervised reference: every non-validation image is a labelled one
             self.labelled = torch.cat([self.labelled, self.unlabelled])
         self.val_images, self.val_labels = data.train_images[split.validation], data.train_labels[split.validation]
+        self.all_terms = all_terms(cfg)
         self.terms = active_terms(cfg) if len(split.unlabelled) else []  # the unlabelled terms in use
-        self.flex = (FlexMatchThresholds(len(self.unlabelled), self.num_classes, cfg.pseudo_threshold, device)
-                     if cfg.pseudo_flex else None)
-        self.loss_names = ("sup", *all_terms(cfg))
+        self.term_state = {name: {k: t.to(device) for k, t in
+                                  self.all_terms[name].init_state(len(self.unlabelled), self.num_classes).items()}
+                           for name in self.terms if self.all_terms[name].init_state is not None}
+        self.loss_names = ("sup", *self.all_terms)
         self.step, self.since, self.stop_requested = 0, 0, False  # updates done; steps in loss_sums
         self.history: List[Dict[str, float]] = []
         self.best = {"step": 0, "val_acc": -1.0, "test_acc": float("nan")}
@@ -160,13 +220,8 @@ class Run:
         return torch.randint(n, (size,), generator=self.gen, device=self.gen.device).to(self.device)
 
     def batch(self, indices: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``size`` images of ``indices`` drawn with replacement, each freshly viewed (size, 1, 28, 28), and labels."""
+        """``size`` images of ``indices`` drawn with replacement, each freshly viewed (size, C, H, W), and labels."""
         return self.views(indices[self._draw(len(indices), size)])
-
-    def unlabelled_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """A freshly viewed unlabelled batch, and the positions (N,) of its images in ``self.unlabelled``."""
-        pos = self._draw(len(self.unlabelled), self.cfg.batch_unlabelled)
-        return self.views(self.unlabelled[pos])[0], pos
 
     def views(self, pick: torch.Tensor, strong: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """The training images ``pick``, each freshly viewed, and their labels; ``strong``: the pseudo-labels' view."""
@@ -186,15 +241,22 @@ class Run:
         xl = random_stroke(xl, self.cfg.stroke_p, generator=self.gen)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
             losses = {"sup": F.cross_entropy(self.model(xl), yl)}
-            terms = {name: all_terms(self.cfg)[name] for name in self.terms if self.weight(name) > 0}
-            if terms:
-                xu, pos = self.unlabelled_batch()
-                # The clean pass on a batch of its own: its BatchNorm statistics are those of the perturbed
-                # passes inside the VAT loss, so the KL is truly minimal at r = 0.
-                with torch.set_grad_enabled(any(term.clean_grad for term in terms.values())):
-                    u = Unlabelled(xu, self.model(xu), pos)
-                for name, term in terms.items():
-                    losses[name] = term.fn(self, u)
+            terms = {name: self.all_terms[name] for name in self.terms if self.weight(name) > 0}
+            if not terms:
+                return losses
+            index = self._draw(len(self.unlabelled), self.cfg.batch_unlabelled)
+            xu = self.views(self.unlabelled[index])[0]
+            strong = self.views(self.unlabelled[index], strong=True)[0] if any(t.strong_view for t in terms.values()) else None
+            # The clean pass on a batch of its own: its BatchNorm statistics are those of the perturbed
+            # passes inside the VAT loss, so the KL is truly minimal at r = 0.
+            with torch.set_grad_enabled(any(term.clean_grad for term in terms.values())):
+                logits = self.model(xu)
+            ctx = TermContext(self.model, xu, logits, index, self.step)
+            for name, term in terms.items():
+                mine = dataclasses.replace(ctx, logits=logits if term.clean_grad else logits.detach(),
+                                           state=self.term_state.get(name, {}), strong=strong if term.strong_view else None)
+                losses[name] = term.fn(mine)
+                ctx.adv_logits = mine.adv_logits  # VAT's perturbed pass, for the terms after it
         return losses
 
     def train_step(self) -> None:
@@ -239,7 +301,8 @@ class Run:
                 "scheduler": self.sched.state_dict(), "ema_state": cpu_state_dict(self.ema.model) if self.ema else None,
                 "rng_cpu": torch.get_rng_state(), "rng_batches": self.gen.get_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
-                "confident_class": self.flex.state_dict() if self.flex is not None else None,
+                "term_state": {name: {k: t.cpu().clone() for k, t in state.items()}
+                               for name, state in self.term_state.items()},
                 "history": self.history, "best": self.best, "since": self.since, "elapsed_s": self.elapsed_s,
                 "loss_sums": {n: t.cpu().clone() for n, t in self.loss_sums.items()}}
 
@@ -254,8 +317,9 @@ class Run:
         self.gen.set_state(state["rng_batches"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        if self.flex is not None:
-            self.flex.load_state_dict(state["confident_class"])
+        for name, tensors in self.term_state.items():
+            for k, t in tensors.items():
+                t.copy_(state["term_state"][name][k])
         self.history, self.best = list(state["history"]), dict(state["best"])
         for name, total in self.loss_sums.items():
             total.copy_(state["loss_sums"][name])

@@ -9,31 +9,38 @@ A run's folder (``config.out``) holds ``config.json``, ``history.json``, ``best.
 state (``Run.state_dict()``), and Ctrl-C stops at the end of the current step after writing it;
 ``train(config, resume=True)`` (``--resume``) continues from it and, on the CPU, ends with the same
 weights and metrics as a run that was never interrupted. A folder that holds a run is never written
-over unless asked (``overwrite=True``, ``--overwrite``).
+over unless asked (``overwrite=True``, ``--overwrite``), and a folder is locked while a run writes
+to it: a second run into it is refused at once, naming the run that holds it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
+import os
 import signal
+import socket
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, SaveError, load_checkpoint, save_checkpoint, write_json
-from .config import REMOVED_IN, TrainConfig, completed_config, removed_options
+from .config import TrainConfig, recipe
 from .data import ImageData, Split, load_dataset, split_train
-from .run import Run
+from .model import model_spec
+from .run import ModelArg, Run
 
-__all__ = ["RunExistsError", "TrainResult", "TrainingInterrupted", "train"]
+__all__ = ["RunExistsError", "RunLockedError", "TrainResult", "TrainingInterrupted", "train"]
 
-# Fields that may differ between an interrupted run and its resumption without changing the result.
-RESUME_FREE_FIELDS = ("out", "progress", "device", "num_threads", "data_root", "report_test")
 RUN_FILES = ("best.pth", "last.pth", "history.json", "config.json")  # what a run writes in its folder
+LOCK_FILE = ".lock"  # held while a run writes to its folder
 
 
 class TrainResult(NamedTuple):
@@ -57,6 +64,69 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class RunExistsError(FileExistsError):
     """The output folder already holds a run, and neither resume nor overwrite was asked for."""
+
+
+class RunLockedError(RunExistsError):
+    """Another run, alive, is writing to the output folder."""
+
+
+class FolderLock:
+    """An exclusive lock on a run folder for the length of a run: ``<out>/.lock``, held with ``flock``.
+
+    The operating system drops an ``flock`` when its process ends, however it ends, so a lock left by a dead
+    process blocks nothing: its file stays, unlocked, and the next run takes it. The file names its holder
+    (pid, host, start time, command), which a refused run quotes. On release the file is removed.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path, self.fd, self.created = folder / LOCK_FILE, None, []
+
+    def __enter__(self) -> "FolderLock":
+        folder = self.path.parent
+        self.created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.read(fd, 4096).decode(errors="replace").strip()
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise RunLockedError(f"{self.path.parent} is in use by another run ({self._describe(holder)}); "
+                                     f"nothing was changed. Wait for it to end, or choose another --out") from None
+            try:  # the file may have been removed by its last holder between our open and our lock: start again
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: the next run creates a fresh file
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+            for folder in self.created:  # a run that failed before writing anything leaves no folder behind
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+
+    @staticmethod
+    def _describe(holder: str) -> str:
+        try:
+            info = json.loads(holder)
+            return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
+        except (ValueError, KeyError, TypeError):
+            return "its process is starting"
 
 
 class RunFolder:
@@ -121,26 +191,19 @@ def _check_out(cfg: TrainConfig, resume: Union[bool, str, Path], overwrite: bool
     return found
 
 
-def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data_info: Dict[str, Any]) -> Dict[str, Any]:
-    """The checked ``resume`` entry of ``path``, or a CheckpointError/ValueError that says what does not match."""
+def _read_resume_state(path: Path, cfg: TrainConfig, split: Split,
+                       data_info: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The checked ``resume`` entry of ``path`` and the model spec it was saved with, or a CheckpointError /
+    ValueError that says what does not match."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume from (it is written at every evaluation); "
                               f"start the run without resume")
     ckpt = load_checkpoint(path)
     state = ckpt.get("resume")
-    version = ckpt.get("versions", {}).get("vatlib", "?")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
-    if not isinstance(state.get("loss_sums"), dict):
-        raise CheckpointError(f"{path}: training state written by vatlib {version} (< 0.2), which this version "
-                              f"cannot resume")
-    removed = removed_options(ckpt["config"])
-    if removed:
-        raise CheckpointError(f"{path}: written by vatlib {version} with option(s) {', '.join(removed)}, removed in "
-                              f"{REMOVED_IN}; resume it there")
-    saved = completed_config(ckpt["config"])  # a run interrupted before a field existed ran as BEFORE_FIELD says
-    changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in cfg.to_dict().items()
-               if k not in RESUME_FREE_FIELDS and saved.get(k) != v]
+    saved, now = recipe(ckpt["config"]), recipe(cfg)
+    changed = [f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in {**now, **saved} if saved.get(k) != now.get(k)]
     if changed:
         raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
                          f"({'; '.join(changed)}); resuming needs the same settings")
@@ -148,7 +211,7 @@ def _read_resume_state(path: Path, cfg: TrainConfig, split: Split, data_info: Di
     if not torch.equal(ckpt["labelled_indices"], split.labelled.cpu()) or saved_data not in (None, data_info["sha256"]):
         raise ValueError(f"cannot resume from {path}: the data differ from the saved run's "
                          f"({ckpt.get('data', {}).get('source')}); resuming needs the same images and labels")
-    return state
+    return state, ckpt["model"]
 
 
 class _StopRequest:
@@ -194,7 +257,7 @@ def _interrupted(run: Run, folder: RunFolder) -> TrainingInterrupted:
 Callback = Callable[[Run], None]
 
 
-def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None, *,
+def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None, *, model: ModelArg = None,
           resume: Union[bool, str, Path] = False, overwrite: bool = False, on_start: Optional[Callback] = None,
           on_step: Optional[Callback] = None, on_eval: Optional[Callback] = None) -> TrainResult:
     """Train one model as ``config`` says; see the module docstring.
@@ -204,8 +267,14 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         data: an ``ImageData`` already in memory (your own arrays via ``ImageData.from_arrays``, tiny
             synthetic data in tests); loaded from ``config.dataset`` / ``config.data_root`` when None.
             Either way, every checkpoint records which data was used (``data.fingerprint()``).
+        model: a model of your own instead of ``config.model``: any ``nn.Module`` that maps images (N, C, H, W),
+            floats in [0, 1], to logits (N, K) for the data's K classes; or a class or function of no arguments
+            that builds one. Its initial weights are drawn under ``config.seed`` as vatlib's own are (a module's
+            by each submodule's ``reset_parameters()``). Checkpoints hold its weights; reload them with
+            ``load_model(path, model=YourModel(...))``. Resuming needs the same model again.
         resume: continue an interrupted run: True reads ``<out>/last.pth``, a path reads that file.
-            The config must match the saved one (apart from out, progress, device, threads and data root).
+            The recipe must match the saved one (``vatlib.config.recipe``: anything but out, data root, device,
+            threads, progress and report_test).
         overwrite: replace a run already in ``config.out`` (its files are deleted first); without it,
             such a folder raises ``RunExistsError`` before anything is written.
         on_start, on_step, on_eval: called with the ``Run`` once before the first step, after every
@@ -215,27 +284,54 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         TrainingInterrupted: Ctrl-C or ``run.request_stop()``; the state was saved to ``<out>/last.pth`` first.
         FloatingPointError: the loss became NaN or inf (the step, the losses and the intact checkpoints are named).
         RunExistsError: ``config.out`` holds a run and neither resume nor overwrite was given.
+        RunLockedError: another run is writing to ``config.out`` (the message names it).
         SaveError: a file could not be written (disk full, ...); the message names it and the intact checkpoints.
     """
     cfg = config or TrainConfig()
     device = cfg.validate()
-    replaced = _check_out(cfg, resume, overwrite)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
-    split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
-    data_info, state = data.fingerprint(), None  # the fingerprint hashes the data: once per run
-    if resume:
-        state = _read_resume_state(Path(cfg.out) / "last.pth" if resume is True else Path(resume), cfg, split, data_info)
-    for path in replaced:  # overwrite=True, and everything else checked: only now is the earlier run removed
-        path.unlink()
-    folder = RunFolder(Path(cfg.out) if cfg.out else None)
-    if folder.out is not None:
-        write_json(folder.out / "config.json", cfg.to_dict())
-    run = Run(cfg, data, split, device, data_info)
-    if state is not None:
-        run.load_state_dict(state)
-        folder.saved = {"best.pth": run.best["step"], "last.pth": run.step} if run.history else {}
+    _check_out(cfg, resume, overwrite)  # refuse a folder holding a run at once; checked again under the lock
+    out = Path(cfg.out) if cfg.out else None
+    with contextlib.ExitStack() as stack:
+        if out is not None:  # a second run into this folder is refused from here on
+            stack.enter_context(FolderLock(out))
+        replaced = _check_out(cfg, resume, overwrite)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        data = data if data is not None else load_dataset(cfg.dataset, cfg.data_root)
+        split = split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
+        data_info = data.fingerprint()  # it hashes the data: once per run
+        run = Run(cfg, data, split, device, data_info, model)  # a model that does not fit the data fails here
+        if resume:
+            path = out / "last.pth" if resume is True else Path(resume)
+            state, saved_model = _read_resume_state(path, cfg, split, data_info)
+            if saved_model != model_spec(run.model):
+                raise ValueError(f"cannot resume from {path}: the interrupted run trained the model {saved_model}, "
+                                 f"this one {model_spec(run.model)}; resuming needs the same model")
+            try:
+                run.load_state_dict(state)
+            except (RuntimeError, KeyError) as e:  # a model of the same class, built with other sizes
+                raise ValueError(f"cannot resume from {path}: its training state does not fit this model "
+                                 f"({' '.join(str(e).split())[:300]}); resuming needs the same model") from None
+        for path in replaced:  # overwrite=True, and everything else checked: only now is the earlier run removed
+            path.unlink()
+        folder = RunFolder(out)
+        if out is not None:
+            write_json(out / "config.json", cfg.to_dict())
+        if resume:
+            folder.saved = {"best.pth": run.best["step"], "last.pth": run.step} if run.history else {}
+        _train_loop(run, folder, on_start, on_step, on_eval)
+    model = run.eval_model.eval()
+    if hasattr(model, "check_inputs"):
+        model.check_inputs = True
+    last = run.history[-1]
+    final = {"step": last["step"], "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
+    return TrainResult(model, run.history, run.best, final, folder.out / "best.pth" if "best.pth" in folder.saved else None)
+
+
+def _train_loop(run: Run, folder: RunFolder, on_start: Optional[Callback], on_step: Optional[Callback],
+                on_eval: Optional[Callback]) -> None:
+    """Steps and evaluations until the run's last step, or until a stop is requested."""
+    cfg = run.cfg
     if on_start:
         on_start(run)
     bar = _progress_bar(run)
@@ -262,11 +358,6 @@ def train(config: Optional[TrainConfig] = None, data: Optional[ImageData] = None
         finally:
             if bar is not None:
                 bar.close()
-    model = run.eval_model.eval()
-    model.check_inputs = True
-    last = run.history[-1]
-    final = {"step": last["step"], "val_acc": last["val_acc"], "test_acc": last["test_acc"]}
-    return TrainResult(model, run.history, run.best, final, folder.out / "best.pth" if "best.pth" in folder.saved else None)
 
 
 def _progress_bar(run: Run) -> Any:

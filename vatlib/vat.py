@@ -30,7 +30,6 @@ __all__ = [
     "entropy_loss",
     "EntropyLoss",
     "l2_normalize",
-    "lds",
     "lds_and_logits",
     "preserved_buffers",
     "vat_loss",
@@ -197,20 +196,15 @@ def _power_iteration(model: nn.Module, x: torch.Tensor, p_logits: torch.Tensor, 
     return eps * d
 
 
-def lds(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, xi: float = DEFAULT_XI,
-        n_power: int = 1) -> torch.Tensor:
-    """Per-sample KL(p(x) || p(x + r_adv)) (N,) with no argument checks: the hot path of training.
-
-    ``vat_loss`` checks its arguments first; that check reads the data on the host (one
-    synchronisation per call on a GPU), so a training loop whose inputs it made itself calls this.
-    ``logits`` are the clean logits; the buffers of ``model`` are restored afterwards.
-    """
-    return lds_and_logits(model, x, logits, eps=eps, xi=xi, n_power=n_power)[0]
-
-
 def lds_and_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor, *, eps: float, xi: float = DEFAULT_XI,
                    n_power: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``lds`` and the logits of the perturbed pass (N, C), for terms that reuse that pass (no argument checks)."""
+    """Per-sample KL(p(x) || p(x + r_adv)) (N,) and the logits of the perturbed pass (N, C), with no argument checks:
+    the hot path of training.
+
+    ``vat_loss`` checks its arguments first; that check reads the data on the host (one synchronisation per call
+    on a GPU), so a training loop whose inputs it made itself calls this. ``logits`` are the clean logits; the
+    buffers of ``model`` are restored afterwards. Terms after VAT's may reuse the perturbed logits.
+    """
     x, p_logits = x.detach(), logits.detach()
     with preserved_buffers(model):
         return _lds(model, x, p_logits, eps, xi, n_power)
