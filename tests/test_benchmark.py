@@ -177,7 +177,7 @@ def test_screen_table_shows_validation_only():
 
 def test_table_only_names_an_unknown_method(tmp_path):
     argv = ["accuracy", "--table-only", "--methods", "vat;nosuch (eps=2.0)", "--results", str(tmp_path / "none.json")]
-    with pytest.raises(SystemExit, match="unknown method 'nosuch'; allowed: supervised, vat"):
+    with pytest.raises(SystemExit, match="unknown method 'nosuch'; allowed: supervised, .*vat, .*default,"):
         cli.main(argv)
 
 
@@ -408,3 +408,24 @@ def test_accuracy_resumes_a_run_interrupted_in_its_folder_and_restarts_any_other
     res, resumed_from = accuracy.train_or_resume(other, tiny_data)
     assert resumed_from is None and res.history[-1]["step"] == 60
     assert "not resuming" in capsys.readouterr().out
+
+
+def test_the_readmes_results_table_is_the_presets_table_of_results_md():
+    """The README quotes RESULTS.md's presets table, figure for figure (mean ± std, worst, draws, minutes)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    results = (REPO / "benchmarks" / "RESULTS.md").read_text()
+    presets = {}
+    for line in results.split("## Presets: MNIST")[1].split("\n## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and re.fullmatch(r"\d+-\d+", cells[2]):
+            first, last = map(int, cells[2].split("-"))
+            presets[cells[0]] = (cells[3], cells[4], str(last - first + 1), cells[6])
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and "`" in line.split("|")[1]
+            and "--preset" not in line]
+    assert len(rows) == len(presets) == 6
+    for row in rows:
+        cells = [c.strip().strip("*").replace(" %", "") for c in row.strip("|").split("|")]
+        name = re.search(r"`([a-z-]+)`", cells[0]).group(1)
+        assert tuple(cells[1:]) == presets[name], name

@@ -40,4 +40,4 @@ def mutual_information_loss(logits: torch.Tensor) -> torch.Tensor:
     return conditional - marginal
 
 
-vatlib.register_term("mi", lambda run, u: mutual_information_loss(u.logits), clean_grad=True)
+vatlib.register_term("mi", lambda ctx: mutual_information_loss(ctx.logits), clean_grad=True)

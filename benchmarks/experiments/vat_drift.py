@@ -12,32 +12,28 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from pathlib import Path
 
-import torch
+if __package__ in (None, ""):  # run as a script: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import vatlib
-from vatlib.records import append, machine_info
+import torch  # noqa: E402
+
+import vatlib  # noqa: E402
+from benchmarks.methods import parse_set, set_option  # noqa: E402
+from vatlib.records import append, key, machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "vat-drift.json"
-
-
-def parse_set(text: str) -> dict:
-    defaults = vatlib.TrainConfig()
-    out = {}
-    for item in filter(None, text.split(",")):
-        key, value = item.split("=")
-        kind = type(getattr(defaults, key))
-        out[key] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
-    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("name")
     ap.add_argument("--draw", type=int, default=0)
-    ap.add_argument("--set", default="")
+    ap.add_argument("--set", type=set_option, default="", help="TrainConfig overrides, e.g. eps=2,pool_first=true "
+                                                                "(booleans: True or False, any case)")
     args = ap.parse_args()
     overrides = parse_set(args.set)
     cfg = vatlib.draw_config(vatlib.preset_config("vat", **overrides), args.draw, out="", progress=False)
@@ -81,7 +77,7 @@ def main() -> None:
 
     t0 = time.time()
     result = vatlib.train(cfg, on_eval=on_eval)
-    record = {"name": args.name, "draw": args.draw, "overrides": overrides, "config": cfg.to_dict(),
+    record = {"name": args.name, "draw": args.draw, "overrides": overrides, "config": key(cfg),
               "best": result.best, "final": result.final, "time_s": round(time.time() - t0, 1), "evals": rows}
     record["machine"] = machine_info()
     append(RESULTS, record)  # under a lock: two runs side by side may share the file
