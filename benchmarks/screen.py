@@ -5,8 +5,9 @@
         --experiment benchmarks/experiments/example_term.py --draws 3,8
     python benchmarks/screen.py --table-only
 
-Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, default: none, the
-default recipe); draw k uses data_seed=k and seed=k. Each record keeps its full config, so the
+Each variant is a name and TrainConfig overrides on top of ``--base`` (JSON, default: none) on top of
+``--preset`` (default: the default recipe); draw k uses data_seed=k and seed=k. A run interrupted in its
+folder (a session's end, Ctrl-C) is resumed by the next invocation of the same screen. Each record keeps its full config, so the
 records made on top of earlier defaults stay what they were. Every run
 writes its record (config, history of validation accuracies, best and final) to the results file as
 soon as it ends (added to the file as it is on disk, under the benchmark's lock, so two screens can share it),
@@ -20,12 +21,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Dict
 
-import vatlib
-from vatlib.records import append, key, load, machine_info, same_config, screen_table
+if __package__ in (None, ""):  # run as a script: the repository root on the path, for ``benchmarks``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import vatlib  # noqa: E402
+from benchmarks.accuracy import train_or_resume  # noqa: E402
+from vatlib.records import append, key, load, machine_info, same_config, screen_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +46,8 @@ def main(argv=None) -> None:
     parser.add_argument("--experiment", action="append", default=[],
                         help="a file under benchmarks/experiments/ to import first (it registers its terms)")
     parser.add_argument("--base", default=json.dumps(BASE), help="JSON overrides shared by every variant")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--preset", default="default", help="the recipe the variants change (default: default)")
+    parser.add_argument("--steps", type=int, default=None, help="updates per run (default: the preset's)")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "screen.json"))
     parser.add_argument("--runs", default="runs/screen")
     parser.add_argument("--table-only", action="store_true")
@@ -51,21 +58,27 @@ def main(argv=None) -> None:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
     if not args.table_only:
         base = json.loads(args.base)
+        steps = {"steps": args.steps} if args.steps is not None else {}
+        data = None
         for name, overrides in json.loads(args.variants).items():
             for draw in vatlib.parse_draws(args.draws):
-                cfg = vatlib.draw_config(vatlib.TrainConfig(**{**base, "steps": args.steps, **overrides}), draw,
+                cfg = vatlib.draw_config(vatlib.preset_config(args.preset, **{**base, **steps, **overrides}), draw,
                                          report_test=False, progress=False, out=str(Path(args.runs) / f"{name}-draw{draw}"))
                 if any(same_config(r["config"], cfg) for r in load(results)):  # afresh: another screen may share it
                     print(f"{name} draw {draw}: already in {results}", flush=True)
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {name} draw {draw} ...", flush=True)
-                result = vatlib.train(cfg, overwrite=True)
-                record = {"name": name, "draw": draw, "overrides": {**base, **overrides}, "config": key(cfg),
+                data = data if data is not None else vatlib.load_dataset(cfg.dataset, cfg.data_root)
+                result, resumed_from = train_or_resume(cfg, data)  # a long run spans several invocations
+                record = {"name": name, "draw": draw, "preset": args.preset, "overrides": {**base, **steps, **overrides},
+                          "config": key(cfg),
                           "best": result.best, "final": result.final, "train_s": result.history[-1]["time_s"],
                           "history": [{k: h[k] for k in ("step", "val_acc")} for h in result.history],
                           "machine": machine_info()}
                 if args.experiment:
                     record["experiments"] = args.experiment
+                if resumed_from is not None:
+                    record["resumed_from_step"] = resumed_from
                 append(results, record)
                 print(f"    best validation {result.best['val_acc']:.2%} at step {result.best['step']}, "
                       f"final {result.final['val_acc']:.2%}", flush=True)

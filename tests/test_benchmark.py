@@ -155,7 +155,8 @@ def test_screen_skips_a_variant_recorded_with_the_same_recipe_only(monkeypatch, 
                                  "best": {"step": 1750, "val_acc": 0.966}, "final": {"step": 3000, "val_acc": 0.954},
                                  "train_s": 843.8}])
     monkeypatch.setattr(vatlib, "train", lambda *a, **k: pytest.fail("trained a variant already recorded"))
-    args = ['{"eps2": {"eps": 2.0}}', "--draws", "1-1", "--results", str(results), "--runs", str(tmp_path / "runs")]
+    args = ['{"eps2": {"eps": 2.0}}', "--draws", "1-1", "--steps", "3000", "--results", str(results),
+            "--runs", str(tmp_path / "runs")]
     screen.main(args)
     assert f"eps2 draw 1: already in {results}" in capsys.readouterr().out
     with pytest.raises(pytest.fail.Exception, match="trained a variant already recorded"):  # another config: trained

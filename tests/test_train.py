@@ -398,9 +398,8 @@ def test_the_paper_preset_trains_the_papers_mlp_with_its_schedule(tmp_path, tiny
     assert (paper.model, paper.eps, paper.xi, paper.lr, paper.batch_labelled, paper.batch_unlabelled, paper.steps) == (
         "mlp", 5.0, 1e-6, 2e-3, 100, 250, 50_000)
     assert (paper.entmin_weight, paper.pseudo_weight, paper.stroke_p, paper.max_shift, paper.ema_decay) == (0, 0, 0, 0, 0)
-    from vatlib.run import LR_FACTORS
-    factor = LR_FACTORS["paper"](50_000)
-    assert [factor(t) for t in (0, 499, 500, 1000, 50_000)] == pytest.approx([1, 1, 0.9, 0.81, 0.9 ** 100])
+    factor = vatlib.SCHEDULES["paper"].lr
+    assert [factor(t, 50_000) for t in (0, 499, 500, 1000, 50_000)] == pytest.approx([1, 1, 0.9, 0.81, 0.9 ** 100])
     with pytest.raises(ValueError, match=r"lr_schedule='linear' is invalid; allowed: one of \['cosine', 'paper'\]"):
         TrainConfig(lr_schedule="linear").validate()
     # The same network and schedule on the toy data (its lr and eps, which are the toy config's). The toy digits sit
@@ -429,3 +428,41 @@ def test_the_example_experiment_plugs_its_term_in_through_the_documented_context
         assert all(-math.log(10) <= row["loss_mi"] < 0 for row in result.history)  # between -log K and 0
     finally:
         EXTRA_TERMS.pop("mi", None)
+
+
+def test_a_registered_schedule_sets_the_rate_and_adams_beta1_of_every_update(tmp_path, tiny_data):
+    from vatlib.schedules import SCHEDULES
+    seen = []
+    vatlib.register_schedule("halves", lambda t, steps: 1.0 if t < steps // 2 else 0.5,
+                             beta1=lambda t, steps: 0.9 if t < steps // 2 else 0.5)
+    try:
+        cfg = tiny_config(tmp_path, steps=40, lr_schedule="halves", out="")
+        train(cfg, data=tiny_data, on_step=lambda run: seen.append(
+            (run.step, run.opt.param_groups[0]["lr"], run.opt.param_groups[0]["betas"])))
+        # after update t, the rate and beta1 of update t + 1
+        assert seen[18] == (19, cfg.lr, (0.9, 0.999)) and seen[19] == (20, cfg.lr * 0.5, (0.5, 0.999))
+        with pytest.raises(ValueError, match="taken by a built-in schedule"):
+            vatlib.register_schedule("cosine", lambda t, steps: 1.0)
+    finally:
+        SCHEDULES.pop("halves", None)
+    with pytest.raises(ValueError, match=r"lr_schedule='halves' is invalid"):
+        cfg.validate()
+
+
+def test_a_registered_model_is_what_the_config_names(tmp_path, tiny_data):
+    from vatlib.model import EXTRA_MODELS
+    shapes = []
+
+    def build(num_classes, shape):
+        shapes.append((num_classes, shape))
+        return vatlib.MLP(num_classes, hidden=(64,), in_features=shape[0] * shape[1] * shape[2])
+
+    vatlib.register_model("small-mlp", build)
+    try:
+        result = train(tiny_config(tmp_path, steps=20, model="small-mlp", max_shift=0), data=tiny_data)
+        assert shapes == [(10, (1, 28, 28))] and result.model.hidden == [64]
+        assert load_checkpoint(result.checkpoint)["model"]["name"] == "mlp"  # vatlib's MLP, saved as itself
+    finally:
+        EXTRA_MODELS.pop("small-mlp", None)
+    with pytest.raises(ValueError, match=r"TrainConfig.model='small-mlp' is invalid"):
+        tiny_config(tmp_path, model="small-mlp").validate()

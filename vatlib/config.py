@@ -15,7 +15,8 @@ import torch
 
 from .data import DATASETS
 from .inference import resolve_device
-from .model import MODELS
+from .model import EXTRA_MODELS, MODELS
+from .schedules import SCHEDULES
 from .vat import DEFAULT_XI
 
 __all__ = ["PRESETS", "RUN_SETTINGS", "TrainConfig", "draw_config", "parse_draws", "preset_config", "recipe",
@@ -118,8 +119,9 @@ class TrainConfig:
             return isinstance(value, (int, float)) and not isinstance(value, bool)
 
         need(self.dataset in DATASETS, "dataset", f"one of {list(DATASETS)}")
-        need(self.model in MODELS, "model", f"one of {sorted(MODELS)}")
-        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {list(LR_SCHEDULES)}")
+        need(self.model in MODELS or self.model in EXTRA_MODELS, "model",
+             f"one of {sorted(MODELS) + sorted(EXTRA_MODELS)} (vatlib.register_model adds one)")
+        need(self.lr_schedule in SCHEDULES, "lr_schedule", f"one of {list(SCHEDULES)} (vatlib.register_schedule adds one)")
         for name in ("per_class", "steps", "batch_labelled", "batch_unlabelled", "eval_every", "width", "n_power",
                      "final_blocks"):
             value = getattr(self, name)
@@ -152,9 +154,6 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-LR_SCHEDULES = ("cosine", "paper")
 
 
 def draw_config(cfg: TrainConfig, k: int, **overrides: Any) -> TrainConfig:

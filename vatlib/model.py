@@ -8,12 +8,12 @@ model of your own: any ``nn.Module`` that maps such images to logits.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["ConvNet", "MLP", "build_model", "model_spec", "MODELS"]
+__all__ = ["ConvNet", "EXTRA_MODELS", "MLP", "MODELS", "build_model", "model_spec", "register_model"]
 
 # Mean/std of MNIST training pixels in [0, 1]; close enough for the rest of the family, and only
 # a fixed affine map, so it changes nothing but the conditioning of the first layer.
@@ -182,7 +182,28 @@ class MLP(ImageClassifier):
         return self.layers(x)
 
 
-MODELS = {"convnet": ConvNet, "mlp": MLP}  # what TrainConfig.model trains
+MODELS = {"convnet": ConvNet, "mlp": MLP}  # vatlib's own models, which TrainConfig.model names
+# Models added with register_model: name -> build(num_classes, (C, H, W)) -> nn.Module.
+EXTRA_MODELS: Dict[str, Callable[[int, Tuple[int, int, int]], nn.Module]] = {}
+
+
+def register_model(name: str, build: Callable[[int, Tuple[int, int, int]], nn.Module]) -> None:
+    """Add a model that ``TrainConfig(model=name)`` trains: ``build(num_classes, (C, H, W))`` returns it, called
+    after the run's seed is set. Its checkpoints are those of a model of one's own (``load_model(path,
+    model=...)``). Registering a name again replaces it; a built-in name is refused. For one run, passing the model
+    to ``train(model=...)`` does the same; a registered name also tells results files which model a run trained.
+
+    Example:
+        >>> register_model("tiny-mlp", lambda k, shape: MLP(k, hidden=(32,), in_features=shape[0] * shape[1] * shape[2]))
+        >>> EXTRA_MODELS["tiny-mlp"](10, (1, 28, 28)).hidden
+        [32]
+        >>> del EXTRA_MODELS["tiny-mlp"]
+    """
+    if name in MODELS:
+        raise ValueError(f"model name {name!r} is taken by a built-in model; built-in: {sorted(MODELS)}")
+    if not callable(build):
+        raise TypeError(f"build must be callable (num_classes, (C, H, W)) -> nn.Module, got {type(build).__name__}")
+    EXTRA_MODELS[name] = build
 
 
 def build_model(name: str = "convnet", **kwargs: Any) -> nn.Module:

@@ -24,20 +24,14 @@ from .checkpoint import cpu_state_dict
 from .config import TrainConfig
 from .data import ImageData, Split, to_float
 from .inference import evaluate
-from .model import build_model
+from .model import EXTRA_MODELS, build_model
+from .schedules import SCHEDULES
 from .terms import TermContext, active_terms, all_terms, term_weight
 
 __all__ = ["FiniteGuard", "ModelArg", "Run", "WeightAverage", "compile_model", "make_model"]
 
 # A model of your own for ``train``: a module, or what builds one (a class, a function of no arguments).
 ModelArg = Union[nn.Module, Callable[[], nn.Module], None]
-
-
-# The learning rate's factor at step t, by TrainConfig.lr_schedule, for a run of `steps` steps.
-LR_FACTORS = {
-    "cosine": lambda steps: lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)),  # to 0 at the end
-    "paper": lambda steps: lambda t: 0.9 ** (t // 500),  # the VAT authors' MNIST code: x0.9 per 500-update epoch
-}
 
 
 class WeightAverage:
@@ -113,11 +107,13 @@ def make_model(cfg: TrainConfig, data: ImageData, model: ModelArg = None) -> nn.
     """
     channels, height, width = data.image_shape
     num_classes = int(data.train_labels.max()) + 1
-    if model is None:
+    if model is None and cfg.model in EXTRA_MODELS:
+        model = EXTRA_MODELS[cfg.model](num_classes, (channels, height, width))
+    elif model is None:
         shape = (dict(width=cfg.width, pool_first=cfg.pool_first, final_blocks=cfg.final_blocks, in_channels=channels)
                  if cfg.model == "convnet" else dict(in_features=channels * height * width))
         return build_model(cfg.model, num_classes=num_classes, **shape)
-    if not isinstance(model, nn.Module):
+    elif not isinstance(model, nn.Module):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module, or a class or function that builds one; got "
                             f"{type(model).__name__}")
@@ -180,7 +176,9 @@ class Run:
         # fused=True on a GPU: one kernel per step, and it can skip a non-finite update on the device.
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      fused=True if device.type == "cuda" else None)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, LR_FACTORS[cfg.lr_schedule](cfg.steps))
+        self.schedule = SCHEDULES[cfg.lr_schedule]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: self.schedule.lr(t, cfg.steps))
+        self._set_beta1(0)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if cfg.compile:  # after the average's copy: the average is only evaluated, in eager mode
             compile_model(self.model, device)
@@ -269,11 +267,19 @@ class Run:
         loss.backward()
         self.opt.step()
         self.sched.step()
+        self._set_beta1(self.step)
         if self.ema is not None:
             self.ema.update(self.model, self.step)
         for name, value in losses.items():
             self.loss_sums[name] += value.detach()
         self.since += 1
+
+    def _set_beta1(self, t: int) -> None:
+        """Adam's beta1 for update t + 1, where the schedule moves it."""
+        if self.schedule.beta1 is not None:
+            beta1 = float(self.schedule.beta1(t, self.cfg.steps))
+            for group in self.opt.param_groups:
+                group["betas"] = (beta1, group["betas"][1])
 
     def evaluate(self) -> Dict[str, float]:
         """Validation (and, for reporting, test) accuracy of ``eval_model`` now: a new history row; updates ``best``."""
