@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     step.add_argument("--repeats", type=int, default=30)
     step.add_argument("--warmup", type=int, default=5)
     step.add_argument("--results", default="benchmarks/results/step.json")
+    step.add_argument("--experiment", action="append", default=[], help="a file under benchmarks/experiments/ to "
+                      "import first (it registers its models)")
+    step.add_argument("--models", default="", help="registered models to time in the default recipe too, "
+                      "comma-separated")
     loop = sub.add_parser("loop", help="`python -m vatlib train --preset P` at a git revision vs this tree")
     loop.add_argument("--baseline", required=True, help="git revision to compare with, e.g. 75ffb15")
     loop.add_argument("--presets", default="default", help=f"comma-separated, from {list(vatlib.PRESETS)} (each must "

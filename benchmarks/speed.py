@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 NO_VAT = "default without VAT (vat_weight=0)"
 VAT_ALONE = "VAT alone, the default's model (vatlib)"
 TEXTBOOK = "VAT alone, the default's model (textbook reference)"
+
+
+def import_experiment(path: str) -> None:
+    """Import a file under benchmarks/experiments/ (it registers its terms, schedules or models)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: float) -> torch.Tensor:
@@ -54,9 +62,11 @@ def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: floa
     return kl(p_logits, model(x + r_adv)) / len(x)
 
 
-def step_runs(data: vatlib.ImageData, device: torch.device, dataset: str = "MNIST") -> Dict[str, vatlib.Run]:
+def step_runs(data: vatlib.ImageData, device: torch.device, dataset: str = "MNIST",
+              models: Sequence[str] = ()) -> Dict[str, vatlib.Run]:
     """The runs whose steps ``run_step`` times, by name: every preset, then the default without VAT, VAT alone on
-    the default's model, and that once more for the textbook step; each on draw 0's split."""
+    the default's model, and that once more for the textbook step, then the default recipe with each of ``models``
+    (names an experiment registered with ``vatlib.register_model``); each on draw 0's split."""
     def new_run(preset: str, **overrides) -> vatlib.Run:
         cfg = vatlib.preset_config(preset, out="", progress=False, device=str(device), dataset=dataset, **overrides)
         split = vatlib.split_train(data.train_labels, cfg.per_class, cfg.n_validation, cfg.data_seed)
@@ -68,6 +78,8 @@ def step_runs(data: vatlib.ImageData, device: torch.device, dataset: str = "MNIS
     runs[NO_VAT] = new_run("default", vat_weight=0.0)
     for name in (VAT_ALONE, TEXTBOOK):
         runs[name] = new_run("default", pseudo_weight=0.0, stroke_p=0.0, entmin_weight=0.0, balance_weight=0.0)
+    for model in models:
+        runs[f"default (model={model})"] = new_run("default", model=model)
     return runs
 
 
@@ -85,7 +97,9 @@ def run_step(args: argparse.Namespace) -> None:
     """``benchmark.py step``: time, record and print."""
     data = vatlib.load_dataset(args.dataset, args.data_root)
     device = vatlib.resolve_device(args.device)
-    runs = step_runs(data, device, args.dataset)
+    for path in getattr(args, "experiment", None) or []:  # e.g. models registered with vatlib.register_model
+        import_experiment(path)
+    runs = step_runs(data, device, args.dataset, [m for m in (getattr(args, "models", "") or "").split(",") if m])
     steps: Dict[str, Callable[[], None]] = {name: run.train_step for name, run in runs.items()}
     steps[TEXTBOOK] = lambda: naive_step(runs[TEXTBOOK])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -63,3 +63,17 @@ def test_each_paper_model_trains_under_the_papers_batches(tmp_path, tiny_data, p
         from vatlib.model import EXTRA_MODELS
         first = EXTRA_MODELS[model](10, (1, 28, 28)).layers[1]
         assert first.bias is not None and 0.95 < float(first.weight.detach().std()) * 28 < 1.05  # N(0, 1/784), as built
+
+
+@pytest.mark.parametrize("model", ["m5-half", "m5-quarter", "cnn5x5", "resnet"])
+def test_each_candidate_architecture_maps_images_to_logits_and_trains(tmp_path, tiny_data, model):
+    from vatlib.model import EXTRA_MODELS
+    _import("architectures")
+    try:
+        net = EXTRA_MODELS[model](10, (1, 28, 28)).eval()
+        assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+        result = vatlib.train(tiny_config(tmp_path, model=model, steps=4, eval_every=4, out=""), data=tiny_data)
+        assert result.history[-1]["loss_vat"] > 0
+    finally:
+        for name in ("m5-half", "m5-quarter", "cnn5x5", "resnet"):
+            EXTRA_MODELS.pop(name, None)
