@@ -52,7 +52,8 @@ def test_only_labelled_batches_move_the_running_statistics(paper):
     assert (bn.running_mean > 0.3).all() and abs(float(out.mean())) < 1e-5
 
 
-@pytest.mark.parametrize("model", ["mlp-shared-noise", "mlp-bn-labelled", "mlp-authors-init", "mlp-input-noise"])
+@pytest.mark.parametrize("model", ["mlp-shared-noise", "mlp-bn-labelled", "mlp-authors-init", "mlp-input-noise",
+                                   "mlp-leaky"])
 def test_each_paper_model_trains_under_the_papers_batches(tmp_path, tiny_data, paper, model):
     cfg = tiny_config(tmp_path, model=model, per_class=10, n_validation=60, batch_labelled=100, batch_unlabelled=250,
                       steps=10, eval_every=10, max_shift=0, ema_decay=0.0, lr_schedule="hold80-linear", eps=5.0,
