@@ -77,7 +77,7 @@ def test_a_checkpoint_of_an_earlier_format_is_refused_naming_its_version_and_the
     atomic_torch_save(ckpt, path)
     with pytest.raises(CheckpointError, match=r"old.pth: written by vatlib 0.3.0 in the format 'vatlib-checkpoint-v1', "
                                               r"which vatlib 2\.\d+\.\d+ does not read; vatlib 1.0 \(git checkout "
-                                              r"v1.0.0\) loads it"):
+                                              r"v1.0.0, the tag of commit fb5cddf\) loads it"):
         load_model(path)
 
 

@@ -28,7 +28,7 @@ __all__ = ["CheckpointError", "FORMAT", "SaveError", "cpu_state_dict", "library_
 
 FORMAT = "vatlib-checkpoint-v2"
 # Checkpoints of earlier formats, and the version of vatlib that reads them.
-EARLIER_FORMATS = {"vatlib-checkpoint-v1": "vatlib 1.0 (git checkout v1.0.0)"}
+EARLIER_FORMATS = {"vatlib-checkpoint-v1": "vatlib 1.0 (git checkout v1.0.0, the tag of commit fb5cddf)"}
 PathLike = Union[str, Path]
 REQUIRED_KEYS = ("format", "model", "state_dict", "config", "labelled_indices", "step", "val_acc", "test_acc", "versions")
 
