@@ -188,7 +188,7 @@ SMALL = dict(final_blocks=1, eps=1.0)
 PRESETS: Dict[str, Dict[str, Any]] = {
     # VAT (eps 3) + FlexMatch pseudo-labels + a random stroke on the labelled images: `python -m vatlib train`.
     "default": {},
-    # The default recipe on the small model, 9,000 steps (about 5x the default's time): level with the default on
+    # The default recipe on the small model, 9,000 steps (twice the default's minutes): level with the default on
     # draws 0-4 (98.99 against 99.04 % test), so it holds no title; best_model.pth's weights come from it.
     "small-long": dict(SMALL, steps=9000, eval_every=500),
     # The default recipe on the small model, 3,000 steps, on a step 1.9x cheaper (64 unlabelled images, the first
