@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -45,6 +46,12 @@ METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     # VAT + entropy minimisation on the small model at eps 1, 9,000 steps, with rotations (10 degrees) and zooms (0.1).
     "vat+ent-long-rotate-zoom": ("vat", dict(SMALL_3K, steps=9000, eval_every=500, max_rotate=10.0, max_scale=0.1)),
 }
+
+
+def import_experiment(path: str) -> None:
+    """Import a file under benchmarks/experiments/: it registers its terms, schedules or models with vatlib."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def parse_set(text: str) -> Dict[str, Any]:

@@ -19,7 +19,6 @@ test accuracy (``report_test=False``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -31,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
 
 import vatlib  # noqa: E402
 from benchmarks.accuracy import train_or_resume  # noqa: E402
+from benchmarks.methods import import_experiment  # noqa: E402
 from vatlib.records import append, key, load, machine_info, same_config, screen_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +54,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     results = Path(args.results)
     for path in args.experiment:  # e.g. a term registered with vatlib.register_term
-        spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        import_experiment(path)
     if not args.table_only:
         base = json.loads(args.base)
         steps = {"steps": args.steps} if args.steps is not None else {}

@@ -27,20 +27,13 @@ import torch
 import torch.nn.functional as F
 
 import vatlib
+from benchmarks.methods import import_experiment
 from vatlib.records import append, machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 NO_VAT = "default without VAT (vat_weight=0)"
 VAT_ALONE = "VAT alone, the default's model (vatlib)"
 TEXTBOOK = "VAT alone, the default's model (textbook reference)"
-
-
-def import_experiment(path: str) -> None:
-    """Import a file under benchmarks/experiments/ (it registers its terms, schedules or models)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def naive_vat_loss(model: torch.nn.Module, x: torch.Tensor, eps: float, xi: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 
@@ -20,7 +20,7 @@ from .schedules import SCHEDULES
 from .vat import DEFAULT_XI
 
 __all__ = ["PRESETS", "RUN_SETTINGS", "TrainConfig", "draw_config", "parse_draws", "preset_config", "recipe",
-           "same_recipe"]
+           "recipe_differences", "same_recipe"]
 
 
 def knob(default: Any, help: str) -> Any:  # noqa: A002 -- argparse's word
@@ -246,6 +246,19 @@ def recipe(config: Union[TrainConfig, Dict[str, Any]]) -> Dict[str, Any]:
     fields = config.to_dict() if isinstance(config, TrainConfig) else dict(config)
     unread = ("eps", "xi", "n_power") if fields.get("vat_weight") == 0 else ()
     return {k: v for k, v in fields.items() if k not in RUN_SETTINGS and k not in unread}
+
+
+def recipe_differences(a: Union[TrainConfig, Dict[str, Any]],
+                       b: Union[TrainConfig, Dict[str, Any]]) -> Dict[str, Tuple[Any, Any]]:
+    """The recipe fields where two configs differ, with (a's value, b's value); a field only one of them has is
+    listed with None for the other.
+
+    Example:
+        >>> recipe_differences(TrainConfig(eps=2.0), TrainConfig(eps=3.0, out="elsewhere"))
+        {'eps': (2.0, 3.0)}
+    """
+    ra, rb = recipe(a), recipe(b)
+    return {k: (ra.get(k), rb.get(k)) for k in {**rb, **ra} if ra.get(k) != rb.get(k)}
 
 
 def same_recipe(a: Union[TrainConfig, Dict[str, Any]], b: Union[TrainConfig, Dict[str, Any]]) -> bool:

@@ -154,8 +154,7 @@ class ImageData(NamedTuple):
     @property
     def image_shape(self) -> Tuple[int, int, int]:
         """(C, H, W) of one image as the models see it: (1, 28, 28) for MNIST."""
-        shape = tuple(self.train_images.shape[1:])
-        return (1, *shape) if len(shape) == 2 else shape  # type: ignore[return-value]
+        return tuple(as_nchw(self.train_images).shape[1:])  # type: ignore[return-value]
 
     def fingerprint(self) -> Dict[str, Any]:
         """What a run records about its data: name, source, sizes and a SHA-256 of the tensors' bytes."""

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Union
 import torch
 
 from .checkpoint import library_versions, write_json
-from .config import TrainConfig, recipe, same_recipe
+from .config import TrainConfig, recipe_differences, same_recipe
 
 __all__ = ["append", "differences", "key", "load", "machine_info", "same_config", "screen_table"]
 
@@ -32,8 +32,7 @@ def key(cfg: TrainConfig) -> Dict[str, Any]:
 def differences(recorded: Dict[str, Any], cfg: TrainConfig) -> Dict[str, Any]:
     """The recipe fields a recorded config set differently from ``cfg``'s, with the recorded values (a field the
     record lacks is None; a field only the record has, e.g. an option since removed, is listed too)."""
-    old, now = recipe(recorded), recipe(cfg)
-    return {k: old.get(k) for k in {**now, **old} if old.get(k) != now.get(k)}
+    return {k: old for k, (old, _) in recipe_differences(recorded, cfg).items()}
 
 
 def same_config(recorded: Dict[str, Any], cfg: TrainConfig) -> bool:

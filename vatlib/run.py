@@ -9,7 +9,6 @@ resuming and Ctrl-C are ``vatlib.runs``'s business.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 import warnings
@@ -249,12 +248,12 @@ class Run:
             # passes inside the VAT loss, so the KL is truly minimal at r = 0.
             with torch.set_grad_enabled(any(term.clean_grad for term in terms.values())):
                 logits = self.model(xu)
-            ctx = TermContext(self.model, xu, logits, index, self.step)
+            adv_logits = None  # VAT's perturbed pass, for the terms after it
             for name, term in terms.items():
-                mine = dataclasses.replace(ctx, logits=logits if term.clean_grad else logits.detach(),
-                                           state=self.term_state.get(name, {}), strong=strong if term.strong_view else None)
-                losses[name] = term.fn(mine)
-                ctx.adv_logits = mine.adv_logits  # VAT's perturbed pass, for the terms after it
+                ctx = TermContext(self.model, xu, logits if term.clean_grad else logits.detach(), index, self.step,
+                                  self.term_state.get(name, {}), strong if term.strong_view else None, adv_logits)
+                losses[name] = term.fn(ctx)
+                adv_logits = ctx.adv_logits
         return losses
 
     def train_step(self) -> None:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, SaveError, load_checkpoint, save_checkpoint, write_json
-from .config import TrainConfig, recipe
+from .config import TrainConfig, recipe_differences
 from .data import ImageData, Split, load_dataset, split_train
 from .model import model_spec
 from .run import ModelArg, Run
@@ -202,8 +202,7 @@ def _read_resume_state(path: Path, cfg: TrainConfig, split: Split,
     state = ckpt.get("resume")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds no training state to resume from (a best/shipped checkpoint?)")
-    saved, now = recipe(ckpt["config"]), recipe(cfg)
-    changed = [f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in {**now, **saved} if saved.get(k) != now.get(k)]
+    changed = [f"{k}: saved {saved!r}, now {now!r}" for k, (saved, now) in recipe_differences(ckpt["config"], cfg).items()]
     if changed:
         raise ValueError(f"cannot resume from {path}: the config differs from the interrupted run's "
                          f"({'; '.join(changed)}); resuming needs the same settings")
